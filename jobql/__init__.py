@@ -1,0 +1,3 @@
+"""jobql: a GraphQL API for long-running AI work."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""create_app(settings): the Starlette application; its lifespan owns the runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+
+from jobql.http.graphql import GraphQLView
+from jobql.http.request_id import RequestIdMiddleware
+from jobql.providers.registry import ProviderRegistry
+from jobql.runtime import Runtime, open_runtime
+from jobql.schema.v1.schema import build_schema
+from jobql.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Endpoint:
+    """Routes the GraphQL path to the view built at startup (it needs the runtime)."""
+
+    def __init__(self) -> None:
+        self.view: GraphQLView | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.view is None:  # pragma: no cover - only before startup completes
+            await JSONResponse({"error": "starting"}, status_code=503)(scope, receive, send)
+            return
+        await self.view(scope, receive, send)
+
+
+def create_app(
+    settings: Settings | None = None, *, providers: ProviderRegistry | None = None
+) -> Starlette:
+    settings = settings or Settings()
+    v1 = _Endpoint()
+    schema_v1 = build_schema(introspection=settings.introspection)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_runtime(
+            settings, with_worker=settings.inline_worker, providers=providers
+        ) as runtime:
+            app.state.runtime = runtime
+            v1.view = GraphQLView(schema_v1, runtime.services)
+            if settings.create_dev_key and not await runtime.services.keys.any_key_exists():
+                _, key = await runtime.services.keys.create("development")
+                announce_dev_key(key, settings)
+            yield
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        checks = {
+            "database": await runtime.database_ok(),
+            "eventBus": runtime.bus.healthy,
+        }
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "degraded", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    routes: list[BaseRoute] = [
+        Route("/v1/graphql", v1, methods=["GET", "POST"]),
+        WebSocketRoute("/v1/graphql", v1),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])
+
+
+def announce_dev_key(key: str, settings: Settings) -> None:
+    url = f"http://{settings.host}:{settings.port}/v1/graphql"
+    print(
+        f"\njobql: created a development API key (shown once): {key}\n"
+        f"jobql: open {url} and, under Headers, paste "
+        f'{{"Authorization": "Bearer {key}"}}\n',
+        file=sys.stderr,
+        flush=True,
+    )

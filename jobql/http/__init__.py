@@ -1,0 +1,1 @@
+"""HTTP plumbing around the GraphQL endpoints: request ids, the GraphQL view, health."""

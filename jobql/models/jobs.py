@@ -1,0 +1,94 @@
+"""The jobs table: one row per job, and the queue workers claim from.
+
+States (see docs/jobs.md):
+    QUEUED --claim--> RUNNING --> SUCCEEDED | FAILED | CANCELLED
+    QUEUED --cancel--> CANCELLED;  RUNNING --lease expired--> QUEUED (attempt+1) | FAILED
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jobql.models.base import Base, utcnow
+
+
+class JobStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("principal_id", "idempotency_key"),
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index("ix_jobs_principal_id_created_at", "principal_id", "created_at"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+
+    # The contract the job runs under, pinned at submit.
+    task: Mapped[str] = mapped_column(String(100))
+    api_version: Mapped[str] = mapped_column(String(10))
+    tier: Mapped[str] = mapped_column(String(20))
+    prompt_version: Mapped[str] = mapped_column(String(50))
+    provider: Mapped[str] = mapped_column(String(50))
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(100))
+
+    input: Mapped[dict[str, Any]]
+    input_fingerprint: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    job_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    output: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    phase: Mapped[str | None] = mapped_column(String(100), default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    # Money is kept in millionths of a dollar so sums are exact.
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    max_cost_micros: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_reason: Mapped[str | None] = mapped_column(String(500), default=None)
+
+    # The seq of the newest event in job_events; the next event gets last_seq + 1.
+    last_seq: Mapped[int] = mapped_column(default=0)
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    deadline_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    @property
+    def job_status(self) -> JobStatus:
+        return JobStatus(self.status)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.job_status in TERMINAL

@@ -1,0 +1,1 @@
+"""All SQL lives here. Driver errors become domain errors at this boundary."""

@@ -1,0 +1,54 @@
+"""SQL for per-caller daily usage."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jobql.models import UsageDay
+
+
+class UsageRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(
+        self,
+        principal_id: str,
+        day: date,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cost_micros: int,
+    ) -> None:
+        """Add one finished job's usage to the caller's day (an atomic upsert)."""
+        insert = (
+            postgresql.insert
+            if self.session.get_bind().dialect.name == "postgresql"
+            else sqlite.insert
+        )
+        stmt = insert(UsageDay).values(
+            principal_id=principal_id,
+            day=day,
+            jobs=1,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_micros=cost_micros,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[UsageDay.principal_id, UsageDay.day],
+            set_={
+                "jobs": UsageDay.jobs + 1,
+                "input_tokens": UsageDay.input_tokens + input_tokens,
+                "output_tokens": UsageDay.output_tokens + output_tokens,
+                "cost_micros": UsageDay.cost_micros + cost_micros,
+            },
+        )
+        await self.session.execute(stmt)
+
+    async def get(self, principal_id: str, day: date) -> UsageDay | None:
+        stmt = select(UsageDay).where(UsageDay.principal_id == principal_id, UsageDay.day == day)
+        return (await self.session.scalars(stmt)).one_or_none()

@@ -1,0 +1,74 @@
+"""The per-request GraphQL context: services, the request id and the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from jobql.services.auth import Caller, KeyService, parse_bearer
+from jobql.services.jobs import JobService
+from jobql.services.streams import StreamService
+from jobql.services.viewer import ViewerService
+from jobql.settings import Settings
+from jobql.tasks import TaskRegistry
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    tasks: TaskRegistry
+    keys: KeyService
+    jobs: JobService
+    streams: StreamService
+    viewer: ViewerService
+
+
+class Unauthenticated(GraphQLError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Missing or invalid API key: send `Authorization: Bearer <key>`.",
+            extensions={"code": "UNAUTHENTICATED"},
+        )
+
+
+class Context:
+    def __init__(
+        self,
+        services: Services,
+        request: Request | WebSocket,
+        response: Response | WebSocket | None,
+        request_id: str | None,
+    ) -> None:
+        self.services = services
+        self.request = request
+        self.response = response
+        self.request_id = request_id
+        # Set by Strawberry from the WebSocket connection_init payload.
+        self.connection_params: dict[str, Any] | None = None
+        self._caller: Caller | None = None
+
+    def credentials(self) -> str | None:
+        if self.connection_params is not None:
+            value = self.connection_params.get("Authorization") or self.connection_params.get(
+                "authorization"
+            )
+            return parse_bearer(value) if isinstance(value, str) else None
+        return parse_bearer(self.request.headers.get("authorization"))
+
+    async def authenticate(self) -> Caller | None:
+        if self._caller is None:
+            self._caller = await self.services.keys.authenticate(self.credentials())
+        return self._caller
+
+    async def caller(self) -> Caller:
+        caller = await self.authenticate()
+        if caller is None:
+            if isinstance(self.response, Response):
+                self.response.status_code = 401
+            raise Unauthenticated()
+        return caller

@@ -1,0 +1,157 @@
+"""V1 resolvers for jobs, tasks and the viewer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types import Info
+
+from jobql.errors import InvalidInput, JobNotCancellable, NotFound
+from jobql.events.types import Heartbeat
+from jobql.models import JobStatus
+from jobql.resolvers.context import Context
+from jobql.resolvers.v1 import mapping
+from jobql.schema.v1.enums import V1JobStatus
+from jobql.schema.v1.events import V1JobEventResult
+from jobql.schema.v1.inputs import V1SubmitJobInput
+from jobql.schema.v1.results import (
+    V1CancelJobResult,
+    V1CancelJobSuccess,
+    V1JobLookup,
+    V1SubmitJobResult,
+    V1SubmitJobSuccess,
+)
+from jobql.schema.v1.types import (
+    V1JobConnection,
+    V1JobEdge,
+    V1PageInfo,
+    V1Task,
+    V1UsageToday,
+    V1Viewer,
+)
+from jobql.services.jobs import IdempotencyKeyReused, InvalidCursor, JobPage, SubmitRequest
+from jobql.tasks.contracts import MICROS_PER_DOLLAR
+
+API_VERSION = "v1"
+
+CtxInfo = Info[Context, None]
+
+
+async def job(info: CtxInfo, id: strawberry.ID) -> V1JobLookup:
+    ctx = info.context
+    found = await ctx.services.jobs.get(await ctx.caller(), str(id))
+    if isinstance(found, NotFound):
+        return mapping.not_found(found, ctx.request_id)
+    return mapping.job(found)
+
+
+async def jobs(
+    info: CtxInfo,
+    first: int | None = None,
+    after: str | None = None,
+    status: list[V1JobStatus] | None = None,
+) -> V1JobConnection:
+    ctx = info.context
+    try:
+        page = await ctx.services.jobs.list(
+            await ctx.caller(),
+            first=first,
+            after=after,
+            statuses=[JobStatus(s.value) for s in status] if status else None,
+        )
+    except InvalidCursor:
+        raise GraphQLError(
+            "Invalid `after` cursor.", extensions={"code": "BAD_USER_INPUT"}
+        ) from None
+    edges = [V1JobEdge(cursor=JobPage.cursor(j), node=mapping.job(j)) for j in page.jobs]
+    return V1JobConnection(
+        edges=edges,
+        page_info=V1PageInfo(
+            has_next_page=page.has_next_page, end_cursor=edges[-1].cursor if edges else None
+        ),
+    )
+
+
+async def tasks(info: CtxInfo) -> list[V1Task]:
+    ctx = info.context
+    await ctx.caller()
+    return [mapping.task(t) for t in ctx.services.tasks.for_version(API_VERSION)]
+
+
+async def viewer(info: CtxInfo) -> V1Viewer:
+    ctx = info.context
+    caller = await ctx.caller()
+    usage = await ctx.services.viewer.usage_today(caller)
+    return V1Viewer(
+        id=strawberry.ID(caller.id),
+        name=caller.name,
+        tier=caller.tier,
+        usage_today=V1UsageToday(
+            day=usage.day,
+            jobs=usage.jobs,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_micros / MICROS_PER_DOLLAR,
+        ),
+        active_jobs=usage.active_jobs,
+    )
+
+
+async def submit_job(
+    info: CtxInfo, input: V1SubmitJobInput, idempotency_key: str | None = None
+) -> V1SubmitJobResult:
+    ctx = info.context
+    caller = await ctx.caller()
+    if idempotency_key is None:
+        idempotency_key = ctx.request.headers.get("idempotency-key")
+    outcome = await ctx.services.jobs.submit(
+        caller,
+        SubmitRequest(
+            api_version=API_VERSION,
+            task=input.task,
+            input=input.input,
+            idempotency_key=idempotency_key,
+            wait_seconds=input.wait,
+            deadline_seconds=input.deadline_seconds,
+            max_cost_usd=input.max_cost_usd,
+            metadata=input.metadata,
+            request_id=ctx.request_id,
+        ),
+    )
+    if isinstance(outcome, InvalidInput):
+        return mapping.invalid_input(outcome, ctx.request_id)
+    if isinstance(outcome, IdempotencyKeyReused):
+        return mapping.key_reused(outcome, ctx.request_id)
+    return V1SubmitJobSuccess(job=mapping.job(outcome.job), deduplicated=outcome.deduplicated)
+
+
+async def cancel_job(
+    info: CtxInfo, id: strawberry.ID, reason: str | None = None
+) -> V1CancelJobResult:
+    ctx = info.context
+    outcome = await ctx.services.jobs.cancel(await ctx.caller(), str(id), reason)
+    if isinstance(outcome, NotFound):
+        return mapping.not_found(outcome, ctx.request_id)
+    if isinstance(outcome, JobNotCancellable):
+        return mapping.not_cancellable(outcome, ctx.request_id)
+    return V1CancelJobSuccess(job=mapping.job(outcome))
+
+
+async def job_events(
+    info: CtxInfo, job_id: strawberry.ID, after: int | None = None
+) -> AsyncGenerator[V1JobEventResult, None]:
+    ctx = info.context
+    stream = await ctx.services.streams.open(await ctx.caller(), str(job_id), after)
+    if isinstance(stream, NotFound):
+        yield mapping.not_found(stream, ctx.request_id)
+        return
+    # aclosing: a client that goes away must release the bus subscription at once.
+    async with aclosing(stream):
+        async for item in stream:
+            if isinstance(item, Heartbeat):
+                yield mapping.heartbeat(item)
+            else:
+                yield mapping.event(item, ctx.request_id)  # type: ignore[misc]

@@ -1,0 +1,94 @@
+"""V1 errors as data: every expected failure implements V1Error."""
+
+from __future__ import annotations
+
+import strawberry
+
+from jobql.errors import ErrorCode
+from jobql.schema.v1.enums import V1JobStatus
+
+V1ErrorCode = strawberry.enum(ErrorCode, name="V1ErrorCode", description="What went wrong.")
+
+
+@strawberry.interface(
+    description="An expected failure. `retryable` says whether the same request may succeed later."
+)
+class V1Error:
+    code: V1ErrorCode  # type: ignore[valid-type]
+    message: str
+    retryable: bool
+    request_id: str | None = strawberry.field(
+        description="Quote it in bug reports; it is in the X-Request-ID header too."
+    )
+
+
+@strawberry.type
+class V1Violation:
+    path: str
+    message: str
+
+
+@strawberry.type(description="The request was malformed; `field` names the first bad field.")
+class V1InvalidInput(V1Error):
+    field: str
+    violations: list[V1Violation]
+
+
+@strawberry.type(description="No such job for this caller.")
+class V1NotFound(V1Error):
+    pass
+
+
+@strawberry.type(description="The job has already finished.")
+class V1JobNotCancellable(V1Error):
+    status: V1JobStatus
+
+
+@strawberry.type(description="This idempotency key was used with a different input.")
+class V1IdempotencyKeyReused(V1Error):
+    job_id: strawberry.ID
+
+
+@strawberry.type
+class V1ProviderUnavailable(V1Error):
+    pass
+
+
+@strawberry.type(description="The provider is up but too slow.")
+class V1ProviderTimeout(V1Error):
+    pass
+
+
+@strawberry.type
+class V1ProviderRateLimited(V1Error):
+    retry_after_seconds: float | None
+
+
+@strawberry.type
+class V1OutputSchemaMismatch(V1Error):
+    violations: list[V1Violation]
+
+
+@strawberry.type
+class V1ContentFiltered(V1Error):
+    pass
+
+
+@strawberry.type
+class V1DeadlineExceeded(V1Error):
+    pass
+
+
+@strawberry.type
+class V1BudgetExceeded(V1Error):
+    pass
+
+
+@strawberry.type
+class V1WorkerLost(V1Error):
+    pass
+
+
+@strawberry.type
+class V1InternalError(V1Error):
+    pass

@@ -1,0 +1,120 @@
+"""V1 object and enum types for jobs, tasks and the viewer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from jobql.schema.v1.enums import V1JobStatus, V1Tier
+from jobql.schema.v1.errors import V1Error
+
+
+@strawberry.type(description="The model a job ran (or runs) on.")
+class V1Model:
+    provider: str
+    name: str
+    version: str
+
+
+@strawberry.type(description="The behavioural contract a job is pinned to.")
+class V1Contract:
+    api_version: str
+    prompt_version: str
+    model: V1Model
+
+
+@strawberry.type(description="Tokens and dollars; partial while a job runs.")
+class V1Usage:
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@strawberry.type(description="A unit of AI work.")
+class V1Job:
+    id: strawberry.ID
+    task: str
+    tier: V1Tier
+    status: V1JobStatus
+    input: JSON
+    metadata: JSON | None
+    output: str = strawberry.field(description="The text so far; partial while running.")
+    result: JSON | None = strawberry.field(
+        description="Structured output, for tasks with an output schema."
+    )
+    phase: str | None
+    error: V1Error | None
+    usage: V1Usage
+    contract: V1Contract
+    attempts: int
+    idempotency_key: str | None
+    request_id: str | None = strawberry.field(description="The request that submitted the job.")
+    last_seq: int = strawberry.field(
+        description="The seq of the newest stored event: a cursor for jobEvents(after:)."
+    )
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline_at: datetime | None
+    cancel_requested_at: datetime | None
+
+
+@strawberry.type
+class V1JobEdge:
+    cursor: str
+    node: V1Job
+
+
+@strawberry.type
+class V1PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class V1JobConnection:
+    edges: list[V1JobEdge]
+    page_info: V1PageInfo
+
+
+@strawberry.type(description="Dollars per 1,000 tokens.")
+class V1Pricing:
+    input_per_1k_tokens_usd: float
+    output_per_1k_tokens_usd: float
+
+
+@strawberry.type(
+    description="A task clients can submit: its tier, model, prompt version, schemas and prices."
+)
+class V1Task:
+    name: str
+    description: str
+    tier: V1Tier
+    prompt_version: str
+    model: V1Model
+    input_schema: JSON
+    output_schema: JSON | None
+    pricing: V1Pricing
+    max_output_tokens: int
+    deadline_seconds: int
+    max_wait_seconds: int
+
+
+@strawberry.type
+class V1UsageToday:
+    day: str = strawberry.field(description="The UTC day, YYYY-MM-DD.")
+    jobs: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@strawberry.type(description="The caller.")
+class V1Viewer:
+    id: strawberry.ID
+    name: str
+    tier: str
+    usage_today: V1UsageToday
+    active_jobs: int

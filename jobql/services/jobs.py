@@ -1,0 +1,293 @@
+"""Submit, read, list and cancel jobs for a caller."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from jobql.errors import InvalidInput, JobNotCancellable, NotFound, Violation
+from jobql.events.bus import EventBus
+from jobql.events.channels import job_channel
+from jobql.events.payloads import terminal_payload
+from jobql.events.publisher import EventPublisher
+from jobql.events.types import TERMINAL_EVENTS, EventType
+from jobql.models import Job, JobStatus
+from jobql.models.base import utcnow
+from jobql.models.jobs import TERMINAL
+from jobql.repositories.jobs import JobRepository, PageCursor
+from jobql.services.auth import Caller
+from jobql.services.inputs import (
+    check_idempotency_key,
+    fingerprint,
+    validate_task_input,
+    with_defaults,
+)
+from jobql.settings import Settings
+from jobql.tasks import TaskRegistry
+from jobql.tasks.contracts import MICROS_PER_DOLLAR
+
+MAX_METADATA_BYTES = 4096
+MAX_CANCEL_REASON = 500
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    api_version: str
+    task: str
+    input: Any
+    idempotency_key: str | None = None
+    wait_seconds: float | None = None
+    deadline_seconds: int | None = None
+    max_cost_usd: float | None = None
+    metadata: Any = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    deduplicated: bool
+
+
+@dataclass(frozen=True)
+class IdempotencyKeyReused:
+    job_id: str
+    message: str = "This idempotency key was used with a different input."
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    has_next_page: bool
+
+    @staticmethod
+    def cursor(job: Job) -> str:
+        raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode()
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def decode_cursor(cursor: str) -> PageCursor:
+    try:
+        created, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return PageCursor(created_at=datetime.fromisoformat(created), job_id=job_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("invalid cursor") from exc
+
+
+def _invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput(field=field, violations=(Violation(field, message),), message=message)
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        tasks: TaskRegistry,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.bus = bus
+        self.publisher = EventPublisher(bus)
+        self.tasks = tasks
+
+    # -- submit --------------------------------------------------------------------------
+
+    async def submit(
+        self, caller: Caller, req: SubmitRequest
+    ) -> Submitted | InvalidInput | IdempotencyKeyReused:
+        task = self.tasks.get(req.api_version, req.task)
+        if task is None:
+            return _invalid("task", f"Unknown task {req.task[:100]!r}; see the `tasks` query.")
+        if not isinstance(req.input, dict):
+            return _invalid("input", "The input must be a JSON object.")
+        if (problem := validate_task_input(task.input_schema, req.input)) is not None:
+            return problem
+        if req.idempotency_key is not None and (
+            problem := check_idempotency_key(req.idempotency_key)
+        ):
+            return problem
+        if req.wait_seconds is not None and req.wait_seconds < 0:
+            return _invalid("wait", "wait must not be negative.")
+        if req.wait_seconds and task.max_wait_seconds == 0:
+            return _invalid(
+                "wait", f"{task.tier.value} tasks do not support wait; subscribe to jobEvents."
+            )
+        deadline_seconds = task.deadline_seconds
+        if req.deadline_seconds is not None:
+            if not 1 <= req.deadline_seconds <= task.deadline_seconds:
+                return _invalid(
+                    "deadlineSeconds",
+                    f"deadlineSeconds must be between 1 and {task.deadline_seconds}.",
+                )
+            deadline_seconds = req.deadline_seconds
+        max_cost_micros = None
+        if req.max_cost_usd is not None:
+            if not req.max_cost_usd > 0:
+                return _invalid("maxCostUsd", "maxCostUsd must be greater than 0.")
+            max_cost_micros = round(req.max_cost_usd * MICROS_PER_DOLLAR)
+        if req.metadata is not None and (
+            not isinstance(req.metadata, dict) or len(json.dumps(req.metadata)) > MAX_METADATA_BYTES
+        ):
+            return _invalid(
+                "metadata", f"metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes."
+            )
+
+        task_input = with_defaults(task.input_schema, req.input)
+        job_fingerprint = fingerprint(
+            {
+                "task": task.name,
+                "apiVersion": task.api_version,
+                "input": task_input,
+                "deadlineSeconds": req.deadline_seconds,
+                "maxCostUsd": req.max_cost_usd,
+                "metadata": req.metadata,
+            }
+        )
+        now = utcnow()
+        job = Job(
+            id=str(uuid.uuid4()),
+            principal_id=caller.id,
+            status=JobStatus.QUEUED.value,
+            task=task.name,
+            api_version=task.api_version,
+            tier=task.tier.value,
+            prompt_version=task.prompt_version,
+            provider=task.model.provider,
+            model_name=task.model.name,
+            model_version=task.model.version,
+            input=task_input,
+            input_fingerprint=job_fingerprint,
+            idempotency_key=req.idempotency_key,
+            job_metadata=req.metadata,
+            request_id=req.request_id,
+            max_cost_micros=max_cost_micros,
+            max_attempts=self.settings.max_attempts,
+            created_at=now,
+            deadline_at=now + timedelta(seconds=deadline_seconds),
+            output="",
+        )
+        try:
+            async with self.sessions() as session, session.begin():
+                event = await JobRepository(session).insert(job, EventType.JOB_QUEUED, {})
+        except IntegrityError:
+            if req.idempotency_key is None:
+                raise
+            return await self._existing_for_key(caller, req.idempotency_key, job_fingerprint)
+        await self.publisher.publish(event)
+        await self.publisher.wake_workers()
+        if req.wait_seconds:
+            job = await self.wait_for_terminal(job, min(req.wait_seconds, task.max_wait_seconds))
+        return Submitted(job=job, deduplicated=False)
+
+    async def _existing_for_key(
+        self, caller: Caller, key: str, job_fingerprint: str
+    ) -> Submitted | IdempotencyKeyReused:
+        async with self.sessions() as session:
+            existing = await JobRepository(session).get_by_idempotency_key(caller.id, key)
+        if existing is None:  # pragma: no cover - the unique constraint said it exists
+            raise RuntimeError("idempotency key conflict without a job")
+        if existing.input_fingerprint != job_fingerprint:
+            return IdempotencyKeyReused(job_id=existing.id)
+        return Submitted(job=existing, deduplicated=True)
+
+    async def wait_for_terminal(self, job: Job, seconds: float) -> Job:
+        """Hold until the job is terminal or ``seconds`` pass; return it as it is then."""
+        deadline = time.monotonic() + seconds
+        terminal_types = {None, *(t.value for t in TERMINAL_EVENTS)}
+        current: Job | None = job
+        check = True
+        async with self.bus.subscribe(job_channel(job.id)) as subscription:
+            while True:
+                if check:
+                    async with self.sessions() as session:
+                        current = await JobRepository(session).get(job.id)
+                    if current is None or current.is_terminal:
+                        return current or job
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return current or job
+                # Re-read on a terminal (or reference-only) event, and at least every second
+                # in case a message was lost.
+                message = await subscription.receive(min(remaining, 1.0))
+                check = message is None or message.get("type") in terminal_types
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, caller: Caller, job_id: str) -> Job | NotFound:
+        async with self.sessions() as session:
+            job = await JobRepository(session).get_owned(caller.id, job_id)
+        return job if job is not None else NotFound()
+
+    async def list(
+        self,
+        caller: Caller,
+        *,
+        first: int | None,
+        after: str | None,
+        statuses: Sequence[JobStatus] | None,
+    ) -> JobPage:
+        size = first if first is not None else self.settings.default_page_size
+        size = max(0, min(size, self.settings.max_page_size))
+        cursor = decode_cursor(after) if after else None
+        async with self.sessions() as session:
+            jobs = await JobRepository(session).list_owned(
+                caller.id, limit=size + 1, after=cursor, statuses=statuses
+            )
+        return JobPage(jobs=jobs[:size], has_next_page=len(jobs) > size)
+
+    # -- cancel --------------------------------------------------------------------------
+
+    async def cancel(
+        self, caller: Caller, job_id: str, reason: str | None
+    ) -> Job | NotFound | JobNotCancellable:
+        reason = reason[:MAX_CANCEL_REASON] if reason else None
+        async with self.sessions() as session, session.begin():
+            repo = JobRepository(session)
+            job = await repo.get_owned(caller.id, job_id, lock=True)
+            if job is None:
+                return NotFound()
+            if job.job_status in TERMINAL:
+                return JobNotCancellable(status=job.status)
+            event = None
+            if job.job_status is JobStatus.QUEUED:
+                finished = utcnow()
+                payload = terminal_payload(
+                    job, input_tokens=0, output_tokens=0, cost_micros=0, finished_at=finished
+                )
+                payload["reason"] = reason
+                event = await repo.append_event(
+                    job.id,
+                    EventType.JOB_CANCELLED,
+                    payload,
+                    where=[Job.status == JobStatus.QUEUED.value],
+                    values={
+                        "status": JobStatus.CANCELLED.value,
+                        "finished_at": finished,
+                        "cancel_requested_at": finished,
+                        "cancel_reason": reason,
+                    },
+                )
+            else:
+                await repo.request_cancel(job.id, reason)
+            job = await repo.get(job.id) or job
+        if event is not None:
+            await self.publisher.publish(event)
+        else:
+            await self.publisher.request_cancel(job.id)
+        return job

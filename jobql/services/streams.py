@@ -1,0 +1,74 @@
+"""Follow a caller's job: stored events after a cursor, then live ones, then completion."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from jobql.errors import NotFound
+from jobql.events.bus import EventBus
+from jobql.events.stream import follow_job
+from jobql.events.types import Heartbeat, StoredEvent, StreamItem
+from jobql.models.base import utcnow
+from jobql.repositories.jobs import JobRepository
+from jobql.services.auth import Caller
+
+
+class StreamService:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        heartbeat_seconds: float,
+    ) -> None:
+        self.sessions = sessions
+        self.bus = bus
+        self.heartbeat_seconds = heartbeat_seconds
+
+    async def open(
+        self, caller: Caller, job_id: str, after: int | None
+    ) -> AsyncGenerator[StreamItem, None] | NotFound:
+        async with self.sessions() as session:
+            job = await JobRepository(session).get_owned(caller.id, job_id)
+        if job is None:
+            return NotFound()
+        # A cursor beyond the log (a client's bug) is treated as "everything so far".
+        cursor = min(max(after or 0, 0), job.last_seq)
+        if job.is_terminal and cursor >= job.last_seq:
+            return _empty()
+        return follow_job(
+            self.bus,
+            job_id,
+            after=cursor,
+            load_after=lambda seq: self._load_after(job_id, seq),
+            load_heartbeat=lambda: self._heartbeat(job_id),
+            heartbeat_seconds=self.heartbeat_seconds,
+        )
+
+    async def _load_after(self, job_id: str, seq: int) -> list[StoredEvent]:
+        async with self.sessions() as session:
+            return await JobRepository(session).events_after(job_id, seq)
+
+    async def _heartbeat(self, job_id: str) -> Heartbeat:
+        async with self.sessions() as session:
+            job = await JobRepository(session).get(job_id)
+        now = utcnow()
+        if job is None:  # pragma: no cover - jobs are never deleted while followed
+            return Heartbeat(job_id, now, "UNKNOWN", None, 0, 0, 0)
+        since = job.started_at or job.created_at
+        return Heartbeat(
+            job_id=job_id,
+            at=now,
+            status=job.status,
+            phase=job.phase,
+            elapsed_ms=int((now - since).total_seconds() * 1000),
+            output_tokens=job.output_tokens,
+            cost_micros=job.cost_micros,
+        )
+
+
+async def _empty() -> AsyncGenerator[StreamItem, None]:
+    return
+    yield  # pragma: no cover

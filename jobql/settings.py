@@ -1,0 +1,49 @@
+"""Service configuration, read from the environment (prefix ``JOBQL_``); no I/O at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_TASKS_FILE = Path(__file__).parent / "tasks" / "demo.toml"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. The defaults are the embedded default."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBQL_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./jobql.db"
+    broadcast_url: str = "memory://"
+    tasks_file: Path = DEMO_TASKS_FILE
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Apply migrations when the API process starts (the embedded default does).
+    migrate_on_start: bool = True
+    # Create and print a development API key when no key exists yet.
+    create_dev_key: bool = True
+    # Run the worker inside the API process (embedded) instead of `jobql worker`.
+    inline_worker: bool = True
+
+    worker_concurrency: int = Field(default=16, ge=1)
+    worker_poll_seconds: float = Field(default=2.0, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    lease_renew_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    # On shutdown, how long running jobs may take to finish before they are handed back.
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+
+    # A subscription with nothing to send for this long gets a Heartbeat.
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # Output deltas after the first are coalesced within this window.
+    coalesce_ms: float = Field(default=25.0, ge=0)
+
+    graphiql: bool = True
+    introspection: bool = True
+    max_page_size: int = Field(default=100, ge=1)
+    default_page_size: int = Field(default=20, ge=1)
+    ws_allowed_origins: list[str] = Field(default_factory=list)

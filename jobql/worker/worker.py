@@ -1,0 +1,250 @@
+"""The worker: claims jobs from the jobs table, runs them, keeps their leases, rescues others'.
+
+It runs inside the API process (embedded default) or alone (`jobql worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from jobql.errors import ErrorCode, JobError
+from jobql.events.bus import EventBus
+from jobql.events.channels import CONTROL, WAKEUP
+from jobql.events.payloads import terminal_payload
+from jobql.events.publisher import EventPublisher
+from jobql.events.types import EventType
+from jobql.models import Job, JobStatus
+from jobql.models.base import utcnow
+from jobql.providers.registry import ProviderRegistry
+from jobql.repositories.jobs import JobRepository
+from jobql.settings import Settings
+from jobql.tasks import TaskRegistry
+from jobql.worker.pump import StopReason
+from jobql.worker.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        tasks: TaskRegistry,
+        providers: ProviderRegistry,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.bus = bus
+        self.publisher = EventPublisher(bus)
+        self.tasks = tasks
+        self.providers = providers
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.runners: dict[str, JobRunner] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._background: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._background = [
+            asyncio.create_task(self._listen(WAKEUP), name="jobql-worker-wakeup"),
+            asyncio.create_task(self._listen(CONTROL), name="jobql-worker-control"),
+            asyncio.create_task(self._claim_loop(), name="jobql-worker-claim"),
+            asyncio.create_task(self._lease_loop(), name="jobql-worker-leases"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming; give running jobs the grace period, then hand them back."""
+        self._stopping = True
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._running:
+            _, pending = await asyncio.wait(
+                self._running, timeout=self.settings.shutdown_grace_seconds
+            )
+            for runner in list(self.runners.values()):
+                runner.stop(StopReason.SHUTDOWN)
+            if pending:
+                await asyncio.wait(pending)
+
+    @property
+    def active_jobs(self) -> int:
+        return len(self.runners)
+
+    # -- claiming ------------------------------------------------------------------------
+
+    async def _listen(self, channel: str) -> None:
+        while True:
+            try:
+                async with self.bus.subscribe(channel) as subscription:
+                    if channel == WAKEUP:
+                        self._ready.set()
+                    while True:
+                        message = await subscription.receive(None)
+                        if message is None:
+                            continue
+                        if channel == WAKEUP:
+                            self._wakeup.set()
+                        elif (job_id := message.get("cancel")) and job_id in self.runners:
+                            self.runners[job_id].stop(StopReason.CANCELLED)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("worker lost its %s subscription; retrying", channel, exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def _claim_loop(self) -> None:
+        while True:
+            free = self.settings.worker_concurrency - len(self.runners)
+            claimed: list[Job] = []
+            if free > 0:
+                try:
+                    async with self.sessions() as session, session.begin():
+                        claimed = await JobRepository(session).claim(
+                            self.worker_id, free, self.lease
+                        )
+                except Exception:
+                    log.exception("claim failed")
+                for job in claimed:
+                    self._start(job)
+            if claimed and len(claimed) == free:
+                # There may be more; claim again once a slot frees up.
+                self._slot_free.clear()
+                await self._wait_for(self._slot_free)
+                continue
+            if claimed:
+                continue
+            self._wakeup.clear()
+            await self._wait_for(self._wakeup, self.settings.worker_poll_seconds)
+
+    @staticmethod
+    async def _wait_for(event: asyncio.Event, timeout: float | None = None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+
+    def _start(self, job: Job) -> None:
+        runner = JobRunner(
+            job,
+            self.tasks.get(job.api_version, job.task),
+            worker_id=self.worker_id,
+            sessions=self.sessions,
+            publisher=self.publisher,
+            providers=self.providers,
+            coalesce_seconds=self.settings.coalesce_ms / 1000,
+        )
+        if job.cancel_requested_at is not None:
+            runner.stop(StopReason.CANCELLED)
+        self.runners[job.id] = runner
+        task = asyncio.create_task(runner.run(), name=f"jobql-job-{job.id}")
+        self._running.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._running.discard(t)
+            self.runners.pop(job.id, None)
+            self._slot_free.set()
+
+        task.add_done_callback(done)
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_renew_seconds)
+            try:
+                await self.renew_leases()
+                await self.rescue_expired()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease maintenance failed")
+
+    async def renew_leases(self) -> None:
+        held = list(self.runners)
+        async with self.sessions() as session, session.begin():
+            renewed = await JobRepository(session).renew_leases(self.worker_id, held, self.lease)
+        for job_id in held:
+            runner = self.runners.get(job_id)
+            if runner is None:
+                continue
+            if job_id not in renewed:
+                runner.stop(StopReason.LEASE_LOST)
+            elif renewed[job_id] is not None:
+                # A cancel whose signal this worker missed.
+                runner.stop(StopReason.CANCELLED)
+
+    async def rescue_expired(self) -> None:
+        """Requeue jobs whose worker vanished, or fail them after their last attempt."""
+        async with self.sessions() as session:
+            expired = await JobRepository(session).expired_leases()
+        for job in expired:
+            guard = [Job.lease_owner == job.lease_owner, Job.lease_expires_at < utcnow()]
+            async with self.sessions() as session, session.begin():
+                repo = JobRepository(session)
+                if job.cancel_requested_at is None and job.attempts < job.max_attempts:
+                    requeued = await repo.requeue(job.id, where=guard)
+                    event = None
+                else:
+                    cancelled = job.cancel_requested_at is not None
+                    event = await repo.append_event(
+                        job.id,
+                        EventType.JOB_CANCELLED if cancelled else EventType.JOB_FAILED,
+                        self._lost_payload(job, cancelled),
+                        where=[Job.status == JobStatus.RUNNING.value, *guard],
+                        values={
+                            "status": (
+                                JobStatus.CANCELLED if cancelled else JobStatus.FAILED
+                            ).value,
+                            "finished_at": utcnow(),
+                            "lease_owner": None,
+                            "lease_expires_at": None,
+                            "error": None
+                            if cancelled
+                            else JobError(ErrorCode.WORKER_LOST).to_json(),
+                        },
+                    )
+                    requeued = False
+            if event is not None:
+                await self.publisher.publish(event)
+            if requeued:
+                log.info("rescued job with expired lease", extra={"job_id": job.id})
+                self._wakeup.set()
+
+    @staticmethod
+    def _lost_payload(job: Job, cancelled: bool) -> dict[str, Any]:
+        payload = terminal_payload(
+            job,
+            input_tokens=job.input_tokens,
+            output_tokens=job.output_tokens,
+            cost_micros=job.cost_micros,
+            finished_at=utcnow(),
+        )
+        if cancelled:
+            payload["reason"] = job.cancel_reason
+        else:
+            payload["error"] = JobError(ErrorCode.WORKER_LOST).to_json()
+        return payload
