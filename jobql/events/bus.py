@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from broadcaster import Broadcast
@@ -70,15 +71,32 @@ class BoundedSubscription:
         return lost
 
 
+@dataclass
+class _Channel:
+    """One broadcaster subscription per channel per process, fanned out to local buffers."""
+
+    buffers: set[BoundedSubscription] = field(default_factory=set)
+    exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    pump: asyncio.Task[None] | None = None
+
+
 class BroadcastBus:
-    """EventBus over broadcaster (memory://, redis://, postgres://)."""
+    """EventBus over broadcaster (memory://, redis://, postgres://).
+
+    broadcaster registers a channel's first subscriber only after an await, so two
+    concurrent first subscribers overwrite each other; and its per-subscriber queues are
+    unbounded. Here each channel is subscribed once, under a lock, and fanned out to
+    bounded buffers.
+    """
 
     def __init__(self, url: str, *, buffer_size: int = 1000) -> None:
         self.url = url
         self._broadcast = Broadcast(url)
         self._buffer_size = buffer_size
         self._connected = False
-        self._publish_failures = 0
+        self._channels: dict[str, _Channel] = {}
+        self._lock = asyncio.Lock()
+        self.publish_failures = 0
 
     async def connect(self) -> None:
         await self._broadcast.connect()
@@ -101,29 +119,45 @@ class BroadcastBus:
             await self._broadcast.publish(channel, json.dumps(message, separators=(",", ":")))
         except Exception:
             # A lost publish only delays subscribers: they resync from the database.
-            self._publish_failures += 1
+            self.publish_failures += 1
             log.warning("event bus publish failed", extra={"channel": channel}, exc_info=True)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         buffer = BoundedSubscription(self._buffer_size)
-        async with self._broadcast.subscribe(channel) as subscriber:
+        async with self._lock:
+            state = self._channels.get(channel)
+            if state is None:
+                state = _Channel()
+                subscriber = await state.exit_stack.enter_async_context(
+                    self._broadcast.subscribe(channel)
+                )
+                state.pump = asyncio.create_task(self._pump(subscriber, state))
+                self._channels[channel] = state
+            state.buffers.add(buffer)
+        try:
+            yield buffer
+        finally:
+            async with self._lock:
+                state.buffers.discard(buffer)
+                if not state.buffers:
+                    del self._channels[channel]
+                    if state.pump is not None:
+                        state.pump.cancel()
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await state.exit_stack.aclose()
 
-            async def pump() -> None:
-                try:
-                    while True:
-                        event = await subscriber.get()
-                        buffer.put(json.loads(event.message))
-                except Unsubscribed:
-                    pass
-                except Exception:
-                    buffer.mark_lost()
-                    log.warning("event bus subscription failed", exc_info=True)
-
-            task = asyncio.create_task(pump())
-            try:
-                yield buffer
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    @staticmethod
+    async def _pump(subscriber: Any, state: _Channel) -> None:
+        try:
+            while True:
+                event = await subscriber.get()
+                message = json.loads(event.message)
+                for buffer in list(state.buffers):
+                    buffer.put(message)
+        except Unsubscribed:
+            pass
+        except Exception:
+            log.warning("event bus subscription failed", exc_info=True)
+            for buffer in list(state.buffers):
+                buffer.mark_lost()

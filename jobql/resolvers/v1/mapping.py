@@ -166,10 +166,9 @@ def task(contract: TaskContract) -> V1Task:
 def heartbeat(item: Heartbeat) -> V1Heartbeat:
     return V1Heartbeat(
         job_id=strawberry.ID(item.job_id),
-        seq=None,
         at=item.at,
         status=V1JobStatus(item.status),
-        phase=item.phase,
+        current_phase=item.phase,
         elapsed_ms=item.elapsed_ms,
         output_tokens=item.output_tokens,
         cost_usd=item.cost_micros / MICROS_PER_DOLLAR,

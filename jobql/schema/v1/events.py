@@ -19,13 +19,13 @@ from jobql.schema.v1.types import V1Model, V1Usage
 )
 class V1JobEvent:
     job_id: strawberry.ID
-    seq: int | None
+    seq: int
     at: datetime
 
 
 @strawberry.type(description="The job was accepted and waits for a worker.")
 class V1JobQueued(V1JobEvent):
-    seq: int
+    pass
 
 
 @strawberry.type(
@@ -33,19 +33,16 @@ class V1JobQueued(V1JobEvent):
     "output you have: the job starts over."
 )
 class V1JobStarted(V1JobEvent):
-    seq: int
     attempt: int
 
 
 @strawberry.type(description="More output text; append it.")
 class V1OutputDelta(V1JobEvent):
-    seq: int
     text: str
 
 
 @strawberry.type(description="The job entered a new phase (agent-style work).")
 class V1Progress(V1JobEvent):
-    seq: int
     phase: str
     message: str
 
@@ -54,9 +51,11 @@ class V1Progress(V1JobEvent):
     description="Still working: sent when nothing else was sent for a while. "
     "Live only: it has no seq and is never replayed."
 )
-class V1Heartbeat(V1JobEvent):
+class V1Heartbeat:
+    job_id: strawberry.ID
+    at: datetime
     status: V1JobStatus
-    phase: str | None
+    current_phase: str | None
     elapsed_ms: int
     output_tokens: int
     cost_usd: float
@@ -64,7 +63,6 @@ class V1Heartbeat(V1JobEvent):
 
 @strawberry.interface(description="The last event of every job, with its aggregate usage.")
 class V1JobFinished(V1JobEvent):
-    seq: int
     usage: V1Usage
     cost_usd: float
     duration_ms: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import strawberry
 from graphql.validation import NoSchemaIntrospectionCustomRule
@@ -11,6 +11,7 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
+    SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
 
@@ -94,18 +95,19 @@ EXTRA_TYPES = [
 
 
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
-    extensions: list[object] = [
+    # Factories, not instances: Strawberry builds fresh extensions for every operation.
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         RequestIdExtension,
-        QueryDepthLimiter(max_depth=10),
-        MaxAliasesLimiter(max_alias_count=30),
-        MaxTokensLimiter(max_token_count=2000),
-        MaskInternalErrors(
+        lambda: QueryDepthLimiter(max_depth=10),
+        lambda: MaxAliasesLimiter(max_alias_count=30),
+        lambda: MaxTokensLimiter(max_token_count=2000),
+        lambda: MaskInternalErrors(
             should_mask_error=should_mask,
             error_message="Internal error; quote the request id when reporting it.",
         ),
     ]
     if not introspection:
-        extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
+        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
