@@ -31,40 +31,31 @@ JOB_FIELDS = """
   createdAt startedAt finishedAt deadlineAt cancelRequestedAt
 """
 
-SUBMIT = (
-    """
+SUBMIT = """
 mutation Submit($input: V1SubmitJobInput!, $key: String) {
   submitJob(input: $input, idempotencyKey: $key) {
     __typename
-    ... on V1SubmitJobSuccess { deduplicated job { %s } }
+    ... on V1SubmitJobSuccess { deduplicated job { JOB_FIELDS } }
     ... on V1Error { code message retryable requestId }
     ... on V1InvalidInput { field violations { path message } }
     ... on V1IdempotencyKeyReused { jobId }
   }
-}"""
-    % JOB_FIELDS
-)
+}""".replace("JOB_FIELDS", JOB_FIELDS)
 
-JOB = (
-    """
+JOB = """
 query Job($id: ID!) {
-  job(id: $id) { __typename ... on V1Job { %s } ... on V1Error { code message } }
-}"""
-    % JOB_FIELDS
-)
+  job(id: $id) { __typename ... on V1Job { JOB_FIELDS } ... on V1Error { code message } }
+}""".replace("JOB_FIELDS", JOB_FIELDS)
 
-CANCEL = (
-    """
+CANCEL = """
 mutation Cancel($id: ID!, $reason: String) {
   cancelJob(id: $id, reason: $reason) {
     __typename
-    ... on V1CancelJobSuccess { job { %s } }
+    ... on V1CancelJobSuccess { job { JOB_FIELDS } }
     ... on V1Error { code message retryable }
     ... on V1JobNotCancellable { status }
   }
-}"""
-    % JOB_FIELDS
-)
+}""".replace("JOB_FIELDS", JOB_FIELDS)
 
 EVENTS = """
 subscription Events($id: ID!, $after: Int) {

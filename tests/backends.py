@@ -11,10 +11,13 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
 from jobql.repositories.database import create_engine
@@ -59,9 +62,14 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
-async def _pg_admin(sql: list[str]) -> None:
-    import asyncpg
+def run_blocking(factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine to completion from sync code, even inside a running event loop
+    (fixtures are set up from the test's loop): on a thread with a loop of its own."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(factory())).result()
 
+
+async def _pg_admin(sql: list[str]) -> None:
     conn = await asyncpg.connect(_plain_dsn(POSTGRES_URL), timeout=5)
     try:
         for statement in sql:
@@ -90,37 +98,41 @@ class Databases:
     def sqlite(self) -> str:
         if self._sqlite_template is None:
             self._sqlite_template = self.tmp / "template.db"
-            asyncio.run(_migrate(f"sqlite+aiosqlite:///{self._sqlite_template}"))
+            url = f"sqlite+aiosqlite:///{self._sqlite_template}"
+            run_blocking(lambda: _migrate(url))
         path = self.tmp / f"{uuid.uuid4().hex}.db"
         shutil.copy(self._sqlite_template, path)
         return f"sqlite+aiosqlite:///{path}"
 
-    def postgres(self) -> Iterator[str]:
+    def postgres_available(self) -> None:
+        """Skip (or fail under CI) unless the PostgreSQL server is there."""
         if self._postgres_ready is None:
             try:
-                asyncio.run(
-                    _pg_admin(
+                run_blocking(
+                    lambda: _pg_admin(
                         [
                             f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)",
                             f"CREATE DATABASE {TEMPLATE_DB}",
                         ]
                     )
                 )
-                asyncio.run(_migrate(_with_database(POSTGRES_URL, TEMPLATE_DB)))
                 self._postgres_ready = True
-            except (OSError, asyncio.TimeoutError, ImportError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self._postgres_ready, self._postgres_error = False, exc
-            except Exception as exc:  # asyncpg's own errors (auth, missing database)
-                self._postgres_ready, self._postgres_error = False, exc
+            else:
+                run_blocking(lambda: _migrate(_with_database(POSTGRES_URL, TEMPLATE_DB)))
         if not self._postgres_ready:
             assert self._postgres_error is not None
             unavailable("PostgreSQL", POSTGRES_URL, self._postgres_error)
+
+    def postgres(self) -> Iterator[str]:
+        self.postgres_available()
         name = f"jobql_test_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_pg_admin([f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"]))
+        run_blocking(lambda: _pg_admin([f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"]))
         try:
             yield _with_database(POSTGRES_URL, name)
         finally:
-            asyncio.run(_pg_admin([f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]))
+            run_blocking(lambda: _pg_admin([f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]))
 
 
 def check_redis() -> None:

@@ -15,8 +15,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from broadcaster import Broadcast
 from broadcaster._base import Unsubscribed
+
+from jobql.events.backends import create_broadcast
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class BroadcastBus:
 
     def __init__(self, url: str, *, buffer_size: int = 1000) -> None:
         self.url = url
-        self._broadcast = Broadcast(url)
+        self._broadcast = create_broadcast(url)
         self._buffer_size = buffer_size
         self._connected = False
         self._channels: dict[str, _Channel] = {}

@@ -146,19 +146,23 @@ class JobRepository:
     async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[Job]:
         """Claim up to ``limit`` queued jobs, oldest first.
 
-        One UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING: on
-        PostgreSQL concurrent workers skip each other's rows; on SQLite the statement is
-        atomic because SQLite has one writer at a time (SKIP LOCKED compiles to nothing).
+        One statement: WITH claimable AS MATERIALIZED (SELECT ... FOR UPDATE SKIP LOCKED)
+        UPDATE ... RETURNING. On PostgreSQL concurrent workers skip each other's rows; the
+        CTE is materialized because the planner may otherwise re-run a LIMIT subquery per
+        row and claim more than ``limit``. On SQLite the statement is atomic because SQLite
+        has one writer at a time (SKIP LOCKED compiles to nothing there).
         """
         now = utcnow()
-        candidates = (
+        claimable = (
             select(Job.id)
             .where(Job.status == JobStatus.QUEUED.value)
             .order_by(Job.created_at, Job.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
+            .cte("claimable")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
         )
+        candidates = select(claimable.c.id)
         stmt = (
             update(Job)
             .where(Job.id.in_(candidates), Job.status == JobStatus.QUEUED.value)
@@ -232,7 +236,8 @@ class JobRepository:
         return list(await self.session.scalars(stmt))
 
     async def release(self, job_id: str, worker_id: str) -> bool:
-        """Give a job back to the queue (graceful shutdown); the attempt is not spent."""
+        """Give a job back to the queue (graceful shutdown). The next claim starts a new
+        attempt, and its JobStarted{attempt} tells clients to drop the partial output."""
         stmt = (
             update(Job)
             .where(
@@ -244,7 +249,6 @@ class JobRepository:
                 status=JobStatus.QUEUED.value,
                 lease_owner=None,
                 lease_expires_at=None,
-                attempts=Job.attempts - 1,
             )
             .returning(Job.id)
             .execution_options(synchronize_session=False)

@@ -186,6 +186,7 @@ class JobRunner:
                 last_flush = time.monotonic()
                 if self._over_budget():
                     pump.stop(StopReason.BUDGET)
+                    return Stopped(StopReason.BUDGET)
 
     def _cost_micros(self) -> int:
         assert self.task is not None
@@ -325,7 +326,7 @@ class JobRunner:
             await self.publisher.publish(event)
 
     async def _release(self) -> None:
-        """Hand the job back to the queue on shutdown, without spending an attempt."""
+        """Hand the job back to the queue on shutdown."""
         async with self.sessions() as session, session.begin():
             await JobRepository(session).release(self.job.id, self.worker_id)
 

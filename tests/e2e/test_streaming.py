@@ -39,7 +39,8 @@ async def test_submit_stream_terminal_and_completion(settings: Settings) -> None
 
         assert_complete_log(events)
         types = [e["__typename"] for e in events]
-        assert types[1] == "V1JobStarted" and events[1]["attempt"] == 1
+        assert types[1] == "V1JobStarted"
+        assert events[1]["attempt"] == 1
         assert "V1OutputDelta" in types
         final = events[-1]
         assert final["__typename"] == "V1JobSucceeded"
