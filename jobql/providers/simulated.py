@@ -21,7 +21,7 @@ import hashlib
 import json
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +148,12 @@ def simulated_tokens(request: ProviderRequest) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
+def _failure(code: ErrorCode, opts: Mapping[str, Any]) -> ProviderError:
+    return ProviderError(
+        code, retry_after_seconds=opts.get("retry_after_seconds"), body=opts.get("error_body")
+    )
+
+
 class SimulatedProvider:
     name = "simulated"
 
@@ -180,11 +186,7 @@ class SimulatedProvider:
             await asyncio.sleep(float(opts.get("ttft_ms", 0)) / 1000)
             for index, piece in enumerate(pieces):
                 if fail is not None and index >= fail_after:
-                    raise ProviderError(
-                        fail,
-                        retry_after_seconds=opts.get("retry_after_seconds"),
-                        body=opts.get("error_body"),
-                    )
+                    raise _failure(fail, opts)
                 if stall_after is not None and index >= int(stall_after):
                     await asyncio.Event().wait()
                 if index:
@@ -192,7 +194,7 @@ class SimulatedProvider:
                 record.tokens_emitted += 1
                 yield TextDelta(text=piece, tokens=1)
             if fail is not None:
-                raise ProviderError(fail, retry_after_seconds=opts.get("retry_after_seconds"))
+                raise _failure(fail, opts)
             yield Usage(input_tokens=count_tokens(request.prompt), output_tokens=len(pieces))
             record.finished = True
         finally:

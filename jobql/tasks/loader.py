@@ -32,6 +32,8 @@ def load_tasks(path: Path) -> TaskRegistry:
     for api_version, version_table in data.items():
         if not (api_version.startswith("v") and api_version[1:].isdigit()):
             raise TaskConfigError(f"{path}: top-level key {api_version!r} is not an API version")
+        if not isinstance(version_table, dict):
+            raise TaskConfigError(f"{path}: {api_version} must be a table of tasks")
         for name, spec in version_table.items():
             tasks.append(_parse_task(api_version, name, spec))
     return TaskRegistry(tasks)
@@ -39,6 +41,8 @@ def load_tasks(path: Path) -> TaskRegistry:
 
 def _parse_task(api_version: str, name: str, spec: dict[str, Any]) -> TaskContract:
     where = f"task {api_version}.{name}"
+    if not isinstance(spec, dict):
+        raise TaskConfigError(f"{where}: must be a table")
     try:
         tier = Tier(spec["tier"])
         model = spec["model"]
@@ -64,11 +68,20 @@ def _parse_task(api_version: str, name: str, spec: dict[str, Any]) -> TaskContra
                 input_per_1k=float(pricing.get("input_per_1k", 0.0)),
                 output_per_1k=float(pricing.get("output_per_1k", 0.0)),
             ),
-            max_output_tokens=int(spec.get("max_output_tokens", 1024)),
-            deadline_seconds=int(spec.get("deadline_seconds", DEFAULT_DEADLINE_SECONDS[tier])),
+            max_output_tokens=_positive(spec.get("max_output_tokens", 1024), "max_output_tokens"),
+            deadline_seconds=_positive(
+                spec.get("deadline_seconds", DEFAULT_DEADLINE_SECONDS[tier]), "deadline_seconds"
+            ),
             provider_options=dict(model.get("options", {})),
         )
     except KeyError as exc:
         raise TaskConfigError(f"{where}: missing key {exc}") from exc
-    except (ValueError, TypeError, SchemaError) as exc:
+    except (ValueError, TypeError, AttributeError, SchemaError) as exc:
         raise TaskConfigError(f"{where}: {exc}") from exc
+
+
+def _positive(value: Any, key: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"{key} must be a positive integer")
+    return number
