@@ -104,15 +104,27 @@ class BroadcastBus:
         self._connected = True
 
     async def disconnect(self) -> None:
-        if self._connected:
-            self._connected = False
+        if not self._connected:
+            return
+        self._connected = False
+        listener = self._listener()
+        if listener is not None and listener.done():
+            # Broadcast.disconnect() would re-raise the dead listener's error before it
+            # closes the backend connection; close the backend ourselves.
             with contextlib.suppress(Exception):
-                await self._broadcast.disconnect()
+                await self._broadcast._backend.disconnect()
+            return
+        with contextlib.suppress(Exception):
+            await self._broadcast.disconnect()
+
+    def _listener(self) -> asyncio.Task[None] | None:
+        task: asyncio.Task[None] | None = getattr(self._broadcast, "_listener_task", None)
+        return task
 
     @property
     def healthy(self) -> bool:
         # broadcaster's listener task dies silently when the backend connection drops.
-        listener: asyncio.Task[None] | None = getattr(self._broadcast, "_listener_task", None)
+        listener = self._listener()
         return self._connected and listener is not None and not listener.done()
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
