@@ -26,7 +26,7 @@ JOB_FIELDS = """
   error { __typename code message retryable requestId
           ... on V1ProviderRateLimited { retryAfterSeconds }
           ... on V1OutputSchemaMismatch { violations { path message } } }
-  usage { inputTokens outputTokens costUsd }
+  usage { inputTokens outputTokens totalTokens costUsd }
   contract { apiVersion promptVersion model { provider name version } }
   createdAt startedAt finishedAt deadlineAt cancelRequestedAt
 """

@@ -59,7 +59,6 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = False
         self._background: list[asyncio.Task[None]] = []
-        self._ready = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -98,8 +97,6 @@ class Worker:
         while True:
             try:
                 async with self.bus.subscribe(channel) as subscription:
-                    if channel == WAKEUP:
-                        self._ready.set()
                     while True:
                         message = await subscription.receive(None)
                         if message is None:
@@ -113,9 +110,6 @@ class Worker:
             except Exception:
                 log.warning("worker lost its %s subscription; retrying", channel, exc_info=True)
                 await asyncio.sleep(1.0)
-
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
 
     async def _claim_loop(self) -> None:
         while True:

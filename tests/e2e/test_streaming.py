@@ -61,7 +61,10 @@ async def test_submit_stream_terminal_and_completion(settings: Settings) -> None
         assert stored_job["status"] == "SUCCEEDED"
         assert stored_job["output"] == final["output"]
         assert stored_job["lastSeq"] == events[-1]["seq"]
-        assert stored_job["usage"] == final["usage"]
+        assert stored_job["usage"] == {
+            **final["usage"],
+            "totalTokens": final["usage"]["inputTokens"] + 40,
+        }
         assert stored_job["contract"]["model"]["version"] == "sim-fast-1"
         assert stored_job["contract"]["apiVersion"] == "v1"
         await api.aclose()

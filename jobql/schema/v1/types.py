@@ -31,6 +31,10 @@ class V1Usage:
     output_tokens: int
     cost_usd: float
 
+    @strawberry.field(description="inputTokens + outputTokens.")
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
 
 @strawberry.type(description="A unit of AI work.")
 class V1Job:
