@@ -61,7 +61,7 @@ class Mutation:
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(  # type: ignore[untyped-decorator]
+    @strawberry.subscription(
         description="The job's events after `after` (default: from the start), then live ones; "
         "completes after the terminal event."
     )
