@@ -42,7 +42,12 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings()
     v1 = _Endpoint()
-    schema_v1 = build_schema(introspection=settings.introspection)
+    schema_v1 = build_schema(
+        introspection=settings.introspection,
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_query_aliases,
+        max_tokens=settings.max_query_tokens,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

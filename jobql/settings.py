@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # Output deltas after the first are coalesced within this window.
     coalesce_ms: float = Field(default=25.0, ge=0)
 
+    # Per GraphQL document: nesting depth (introspection excluded), aliases, lexer tokens.
+    max_query_depth: int = Field(default=10, ge=1)
+    max_query_aliases: int = Field(default=30, ge=0)
+    max_query_tokens: int = Field(default=2000, ge=10)
+
     graphiql: bool = True
     introspection: bool = True
     max_page_size: int = Field(default=100, ge=1)

@@ -12,12 +12,23 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        # One connection: SQLite has one writer at a time anyway, and waiting for it in
+        # the pool's asyncio queue is first-come first-served, where SQLite's own busy
+        # handler polls with sleeps of up to 100 ms and lets some callers wait seconds.
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": 30},
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            **kwargs,
+        )
         _tune_sqlite(engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
@@ -26,8 +37,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 def _tune_sqlite(engine: AsyncEngine) -> None:
     # pysqlite's own transaction handling defers BEGIN and breaks SERIALIZABLE semantics;
     # take it over (SQLAlchemy's documented recipe) and start every transaction with
-    # BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout instead of failing
-    # with "database is locked" when a read transaction tries to upgrade.
+    # BEGIN IMMEDIATE, so other processes on the same file (`jobql keys create` next to a
+    # running server) queue on the busy timeout instead of failing with "database is
+    # locked" when a read transaction tries to upgrade.
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None

@@ -112,7 +112,12 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _claim_loop(self) -> None:
+        poll = self.settings.worker_poll_seconds
         while True:
+            # Clear the signals before claiming: a doorbell or a freed slot that arrives
+            # while the claim runs must wake the next wait, not be lost until the next poll.
+            self._wakeup.clear()
+            self._slot_free.clear()
             free = self.settings.worker_concurrency - len(self.runners)
             claimed: list[Job] = []
             if free > 0:
@@ -125,21 +130,18 @@ class Worker:
                     log.exception("claim failed")
                 for job in claimed:
                     self._start(job)
-            if claimed and len(claimed) == free:
-                # There may be more; claim again once a slot frees up.
-                self._slot_free.clear()
-                await self._wait_for(self._slot_free)
-                continue
-            if claimed:
-                continue
-            self._wakeup.clear()
-            await self._wait_for(self._wakeup, self.settings.worker_poll_seconds)
+            # Claim again when a slot frees up (the queue may hold more than we took) or a
+            # submit rings the doorbell; the poll is the safety net for lost doorbells.
+            await self._wait_for_any((self._slot_free, self._wakeup), poll)
 
     @staticmethod
-    async def _wait_for(event: asyncio.Event, timeout: float | None = None) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
+    async def _wait_for_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     def _start(self, job: Job) -> None:
         runner = JobRunner(

@@ -1,0 +1,557 @@
+"""Run every jobql benchmark against local servers it starts, print a markdown report.
+
+    .venv/bin/python bench/run.py            # print the report
+    .venv/bin/python bench/run.py --write    # ... and update docs/benchmarks.md
+    .venv/bin/python bench/run.py --quick    # small counts, to check the scripts work
+
+Each benchmark gets a fresh `jobql serve` (embedded default: SQLite file in a temp dir,
+memory:// bus, inline worker, tasks from bench/tasks.toml) on 127.0.0.1 and a free port.
+The machine may be shared and noisy, so every number comes with a baseline measured in the
+same run, and the report gives ratios. Latency targets are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench_first_delta import TARGET_P99_MS as FIRST_DELTA_TARGET_MS
+from bench_first_delta import FirstDeltaResult, run_first_delta_bench
+from bench_stream import StreamResult, run_stream_bench
+from bench_submit import TARGET_P99_MS as SUBMIT_TARGET_MS
+from bench_submit import PacedResult, SubmitResult, run_paced_submit_bench, run_submit_bench
+from benchkit import (
+    REPO_DIR,
+    CpuUse,
+    Summary,
+    fmt_ms,
+    fmt_rate,
+    fmt_ratio,
+    machine_info,
+    md_table,
+    ratio,
+    running_jobql,
+    running_raw_ws,
+)
+
+DOC = REPO_DIR / "docs" / "benchmarks.md"
+BEGIN = "<!-- bench/run.py: generated results begin -->"
+END = "<!-- bench/run.py: generated results end -->"
+STREAM_CONFIGS = (("coalesce 25 ms", "25"), ("coalesce 0", "0"))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    clients: int
+    per_client: int
+    rounds: int
+    single_client: int
+    paced_count: int
+    paced_interval: float
+    first_delta_samples: int
+    first_delta_single: int
+    concurrency: int
+    stream_repeats: int
+
+
+FULL = Sizes(
+    clients=20,
+    per_client=25,
+    rounds=3,
+    single_client=50,
+    paced_count=15,
+    paced_interval=1.0,
+    first_delta_samples=200,
+    first_delta_single=40,
+    concurrency=5,
+    stream_repeats=3,
+)
+QUICK = Sizes(
+    clients=20,
+    per_client=5,
+    rounds=1,
+    single_client=10,
+    paced_count=3,
+    paced_interval=1.0,
+    first_delta_samples=20,
+    first_delta_single=5,
+    concurrency=5,
+    stream_repeats=1,
+)
+
+
+@dataclass
+class Results:
+    submit: SubmitResult | None = None
+    submit_single: SubmitResult | None = None
+    submit_paced: PacedResult | None = None
+    submit_no_worker: SubmitResult | None = None
+    first_delta: FirstDeltaResult | None = None
+    first_delta_single: FirstDeltaResult | None = None
+    stream: StreamResult | None = None
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
+    results = Results()
+    if "submit" in only:
+        log("1/3 submitJob acknowledgement latency")
+        async with running_jobql(workdir / "submit") as server:
+            # One client first (no queueing: the unloaded latency), then the real load.
+            results.submit_single = await run_submit_bench(
+                server, clients=1, per_client=sizes.single_client, rounds=2
+            )
+            results.submit = await run_submit_bench(
+                server, clients=sizes.clients, per_client=sizes.per_client, rounds=sizes.rounds
+            )
+            log("1/3 the same clients, paced well below saturation")
+            results.submit_paced = await run_paced_submit_bench(
+                server,
+                clients=sizes.clients,
+                count=sizes.paced_count,
+                interval=sizes.paced_interval,
+            )
+        log("1/3 (diagnostic) the same with no worker running")
+        async with running_jobql(workdir / "submit-no-worker", inline_worker="false") as server:
+            results.submit_no_worker = await run_submit_bench(
+                server,
+                clients=sizes.clients,
+                per_client=sizes.per_client,
+                rounds=sizes.rounds,
+                drain=False,
+            )
+    if "first-delta" in only:
+        log("2/3 submit -> first OutputDelta")
+        async with running_jobql(workdir / "first-delta") as server:
+            # One lane first: the latency of the pipeline itself, without contention.
+            results.first_delta_single = await run_first_delta_bench(
+                server, samples=sizes.first_delta_single, concurrency=1
+            )
+            results.first_delta = await run_first_delta_bench(
+                server, samples=sizes.first_delta_samples, concurrency=sizes.concurrency
+            )
+    if "stream" in only:
+        results.stream = StreamResult()
+        async with running_raw_ws(workdir / "raw-ws") as raw:
+            for label, coalesce_ms in STREAM_CONFIGS:
+                log(f"3/3 stream throughput, {label}")
+                async with running_jobql(
+                    workdir / f"stream-{coalesce_ms}", coalesce_ms=coalesce_ms
+                ) as server:
+                    await run_stream_bench(
+                        server, raw, results.stream, label=label, repeats=sizes.stream_repeats
+                    )
+    return results
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value <= target else "**missed**"
+
+
+def summary_row(name: str, s: Summary) -> list[str]:
+    return [name, str(s.n), *(fmt_ms(v) for v in (s.p50, s.p90, s.p99, s.max, s.mean))]
+
+
+LATENCY_HEADER = ["", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms"]
+
+
+def report_summary(r: Results) -> str:
+    rows: list[list[str]] = []
+    if r.submit:
+        s, h = r.submit.submit, r.submit.healthz
+        rows.append(
+            [
+                f"submitJob ack, p99 ({r.submit.clients} clients)",
+                f"{fmt_ms(s.p99)} ms",
+                f"<= {SUBMIT_TARGET_MS:.0f} ms",
+                f"GET /healthz p99 {fmt_ms(h.p99)} ms",
+                fmt_ratio(ratio(s.p99, h.p99)),
+                verdict(s.p99, SUBMIT_TARGET_MS),
+            ]
+        )
+        rows.append(
+            [
+                "submitJob ack, p50",
+                f"{fmt_ms(s.p50)} ms",
+                "",
+                f"GET /healthz p50 {fmt_ms(h.p50)} ms",
+                fmt_ratio(ratio(s.p50, h.p50)),
+                "",
+            ]
+        )
+    if r.submit_paced:
+        p = r.submit_paced
+        rows.append(
+            [
+                f"submitJob ack, p99, paced: {p.clients} clients, "
+                f"{p.submits_per_s:.0f} submits/s in all",
+                f"{fmt_ms(p.submit.p99)} ms",
+                f"<= {SUBMIT_TARGET_MS:.0f} ms",
+                f"GET /healthz p99 {fmt_ms(p.healthz.p99)} ms",
+                fmt_ratio(ratio(p.submit.p99, p.healthz.p99)),
+                verdict(p.submit.p99, SUBMIT_TARGET_MS),
+            ]
+        )
+    if r.first_delta:
+        t, b = r.first_delta.total, r.first_delta.baseline
+        rows.append(
+            [
+                f"submit -> first OutputDelta, p99 ({r.first_delta.concurrency} at a time)",
+                f"{fmt_ms(t.p99)} ms",
+                f"<= {FIRST_DELTA_TARGET_MS:.0f} ms",
+                f"healthz + subscribe-to-unknown p99 {fmt_ms(b.p99)} ms",
+                fmt_ratio(ratio(t.p99, b.p99)),
+                verdict(t.p99, FIRST_DELTA_TARGET_MS),
+            ]
+        )
+        if r.first_delta_single:
+            t1, b1 = r.first_delta_single.total, r.first_delta_single.baseline
+            rows.append(
+                [
+                    "submit -> first OutputDelta, p99, 1 at a time",
+                    f"{fmt_ms(t1.p99)} ms",
+                    f"<= {FIRST_DELTA_TARGET_MS:.0f} ms",
+                    f"p99 {fmt_ms(b1.p99)} ms",
+                    fmt_ratio(ratio(t1.p99, b1.p99)),
+                    verdict(t1.p99, FIRST_DELTA_TARGET_MS),
+                ]
+            )
+        rows.append(
+            [
+                "submit -> first OutputDelta, p50",
+                f"{fmt_ms(t.p50)} ms",
+                "",
+                f"p50 {fmt_ms(b.p50)} ms",
+                fmt_ratio(ratio(t.p50, b.p50)),
+                "",
+            ]
+        )
+    if r.stream:
+        st = r.stream
+        for label, _ in STREAM_CONFIGS:
+            live, mirror = f"{label}, live", f"{label}, raw mirror"
+            if live not in st.runs:
+                continue
+            rows.append(
+                [
+                    f"stream to 1 subscriber, {label}: events/s",
+                    fmt_rate(st.median(live, "frames_per_s")),
+                    "",
+                    f"raw WS, same frames: {fmt_rate(st.median(mirror, 'frames_per_s'))}",
+                    fmt_ratio(
+                        ratio(st.median(mirror, "frames_per_s"), st.median(live, "frames_per_s"))
+                    )
+                    + " slower",
+                    "",
+                ]
+            )
+            rows.append(
+                [
+                    f"stream to 1 subscriber, {label}: tokens/s",
+                    fmt_rate(st.median(live, "tokens_per_s")),
+                    "",
+                    f"raw WS, same frames: {fmt_rate(st.median(mirror, 'tokens_per_s'))}",
+                    fmt_ratio(
+                        ratio(st.median(mirror, "tokens_per_s"), st.median(live, "tokens_per_s"))
+                    )
+                    + " slower",
+                    "",
+                ]
+            )
+    return md_table(["Benchmark", "Measured", "Target", "Baseline (same run)", "Ratio", ""], rows)
+
+
+def submit_rows(name: str, s: SubmitResult) -> list[list[str]]:
+    rows = []
+    for kind, summary, cpu in (
+        ("submitJob", s.submit, s.submit_cpu),
+        ("GET /healthz", s.healthz, s.healthz_cpu),
+    ):
+        rows.append(
+            [
+                *summary_row(f"{kind}, {name}", summary),
+                fmt_rate(summary.n / cpu.wall),
+                f"{cpu.server_pct:.0f}%",
+                f"{cpu.client_pct:.0f}%",
+            ]
+        )
+    return rows
+
+
+def report_submit(r: Results) -> str:
+    assert r.submit is not None
+    header = [*LATENCY_HEADER, "req/s", "server CPU", "client CPU"]
+    s = r.submit
+    rows = submit_rows(f"{s.clients} clients", s)
+    if r.submit_single:
+        rows += submit_rows("1 client", r.submit_single)
+    if r.submit_no_worker:
+        rows += submit_rows(f"{r.submit_no_worker.clients} clients, no worker", r.submit_no_worker)
+    paced = ""
+    if r.submit_paced:
+        p = r.submit_paced
+        rate = fmt_rate(p.submit.n / p.cpu.wall)
+        paced_rows = [
+            [
+                *summary_row(f"submitJob, {p.clients} clients paced", p.submit),
+                rate,
+                f"{p.cpu.server_pct:.0f}%",
+                f"{p.cpu.client_pct:.0f}%",
+            ],
+            [*summary_row(f"GET /healthz, {p.clients} clients paced", p.healthz), rate, "", ""],
+        ]
+        paced = (
+            f"\n\nPaced (open loop), same server: each of the {p.clients} clients sends one "
+            f"request every {p.interval * 1000:.0f} ms, alternating submitJob and GET /healthz "
+            f"(clients spread evenly over the interval), i.e. {p.submits_per_s:.0f} submits/s "
+            f"plus as many healthz in all; {p.late} requests went out late because the "
+            f"previous one overran its slot. CPU columns cover both kinds together.\n\n"
+            + md_table(header, paced_rows)
+        )
+    return (
+        f"{s.clients} clients (one httpx.AsyncClient and keep-alive connection each), "
+        f"{s.per_client} sequential requests per client per phase, {s.rounds} rounds of "
+        f"alternating phases (healthz, submit / submit, healthz), after a warm-up. Task "
+        f"`bench_short` (20 tokens, ttft 0): the inline worker runs the submitted jobs while "
+        f"the benchmark submits more (an unmeasured wait for them to finish follows each "
+        f"submit phase). The diagnostic rows repeat it on a server started with "
+        f"`JOBQL_INLINE_WORKER=false`, so only acknowledgements run; the 1-client rows (run "
+        f"first, on the main server) show the latency without queueing. CPU columns: CPU "
+        f"time of the server process and of the benchmark client during the measured "
+        f"phases, as a share of one CPU (the machine has {machine_info()['nproc']}).\n\n"
+        + md_table(header, rows)
+        + f"\n\nsubmitJob / healthz ({s.clients} clients): p50 {fmt_ratio(s.p50_ratio)}, "
+        f"p99 {fmt_ratio(s.p99_ratio)}." + paced
+    )
+
+
+def report_first_delta(r: Results) -> str:
+    assert r.first_delta is not None
+    f = r.first_delta
+    rows: list[list[str]] = []
+    for run, lanes in ((f, f"{f.concurrency} lanes"), (r.first_delta_single, "1 lane")):
+        if run is None:
+            continue
+        rows += [
+            summary_row(f"submit sent -> first V1OutputDelta received, {lanes}", run.total),
+            summary_row("&nbsp;&nbsp;of which: submit sent -> acknowledged", run.ack),
+            summary_row("&nbsp;&nbsp;of which: acknowledged -> first V1OutputDelta", run.after_ack),
+            summary_row("&nbsp;&nbsp;by stamps: submit sent -> JobQueued.at", run.to_queued),
+            summary_row("&nbsp;&nbsp;by stamps: JobQueued.at -> JobStarted.at", run.to_started),
+            summary_row(
+                "&nbsp;&nbsp;by stamps: JobStarted.at -> first OutputDelta.at", run.to_written
+            ),
+            summary_row("&nbsp;&nbsp;by stamps: first OutputDelta.at -> received", run.to_received),
+            summary_row(
+                f"baseline: GET /healthz + jobEvents(unknown id) -> V1NotFound, {lanes}",
+                run.baseline,
+            ),
+        ]
+    return (
+        f"{f.samples} samples, {f.concurrency} lanes at a time; each lane holds one HTTP and "
+        f"one graphql-transport-ws connection, submits `bench_short`, subscribes with "
+        f"`after: 0` on the acknowledgement and stops the clock at the first V1OutputDelta "
+        f"(then reads the stream to its end). Baseline samples alternate with real ones on the "
+        f"same connections. The 1-lane rows (run first, same server) show the pipeline "
+        f"without contention. *By stamps* splits the time with the events' `at` (taken by the "
+        f"server when it writes the event, before commit; same clock as the client): the "
+        f"submit transaction, then wake-up + claim + start, then provider + first delta, then "
+        f"commit + bus + GraphQL + WebSocket to the subscriber.\n\n"
+        + md_table(LATENCY_HEADER, rows)
+        + f"\n\nfirst delta / baseline: p50 {fmt_ratio(f.p50_ratio)}, "
+        f"p99 {fmt_ratio(f.p99_ratio)}. CPU over the whole run: {f.cpu.describe()}."
+    )
+
+
+def report_stream(r: Results) -> str:
+    assert r.stream is not None
+    st = r.stream
+    header = [
+        "",
+        "runs",
+        "frames",
+        "delta frames",
+        "text KB",
+        "window ms",
+        "1st delta ms",
+        "events/s",
+        "tokens/s",
+        "MB/s",
+        "server CPU",
+        "client CPU",
+    ]
+    rows: list[list[str]] = []
+    for label, runs in st.runs.items():
+        cpu = st.cpu.get(label, CpuUse())
+        rows.append(
+            [
+                label,
+                str(len(runs)),
+                f"{st.median(label, 'frames'):.0f}",
+                f"{st.median(label, 'delta_frames'):.0f}",
+                f"{st.median(label, 'text_bytes') / 1000:.1f}",
+                fmt_ms(st.median(label, "window") * 1000),
+                fmt_ms(st.median(label, "first_delta") * 1000),
+                fmt_rate(st.median(label, "frames_per_s")),
+                fmt_rate(st.median(label, "tokens_per_s")),
+                f"{st.median(label, 'mb_per_s'):.2f}",
+                f"{cpu.server_pct:.0f}%",
+                f"{cpu.client_pct:.0f}%",
+            ]
+        )
+    ratios: list[str] = []
+    for label, _ in STREAM_CONFIGS:
+        live, mirror = f"{label}, live", f"{label}, raw mirror"
+        if live in st.runs:
+            faster = ratio(st.median(mirror, "frames_per_s"), st.median(live, "frames_per_s"))
+            share = ratio(
+                st.median(live, "tokens_per_s"), st.median("raw per-token", "tokens_per_s")
+            )
+            ratios.append(
+                f"- {label}: the raw endpoint sends the same frames {fmt_ratio(faster)} faster; "
+                f"jobql's live tokens/s is {share:.2f}x the raw endpoint's one-frame-per-token "
+                f"tokens/s."
+            )
+    return (
+        f"One subscriber, job `bench_long` ({st.expected_tokens} tokens, tokens_per_second = 0), "
+        f"subscribed right after the acknowledgement. Window = `subscribe` sent -> `complete` "
+        f"received; all rates are per that window, medians over the runs. *replay* subscribes "
+        f"again with `after: 0` once the job has finished (all from the event log). "
+        f"*raw mirror* = bench/raw_ws_server.py sending exactly the frame sizes of the jobql "
+        f"run; *raw per-token* = one V1OutputDelta-shaped frame per token. CPU columns: the "
+        f"server that streams (jobql or the raw endpoint) and the client, over the windows "
+        f"(10 ms clock ticks, so rough for short windows).\n\n"
+        + md_table(header, rows)
+        + "\n\n"
+        + "\n".join(ratios)
+    )
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "jobql"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}{' (jobql/ has uncommitted changes)' if dirty else ''}"
+
+
+def command_line() -> str:
+    exe = Path(sys.executable)
+    try:
+        shown = str(exe.relative_to(REPO_DIR))
+    except ValueError:
+        shown = str(exe)
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_shown = str(script.relative_to(REPO_DIR))
+    except ValueError:
+        script_shown = str(script)
+    return shlex.join([shown, script_shown, *sys.argv[1:]])
+
+
+def render(r: Results, started: datetime, elapsed: float, load: tuple[float, ...]) -> str:
+    info = machine_info()
+    parts = [
+        f"Command: `{command_line()}` (from the repository root)  ",
+        f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}, took {elapsed:.0f} s  ",
+        f"Revision: {git_revision()}  ",
+        f"Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
+        f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}  ",
+        "Clients and servers share the machine; baselines ran in the same run.",
+        "",
+        "### Summary",
+        "",
+        report_summary(r),
+    ]
+    if r.submit:
+        parts += ["", "### 1. submitJob acknowledgement latency", "", report_submit(r)]
+    if r.first_delta:
+        parts += ["", "### 2. submit -> first OutputDelta", "", report_first_delta(r)]
+    if r.stream:
+        parts += ["", "### 3. Events relayed to one subscriber", "", report_stream(r)]
+    return "\n".join(parts) + "\n"
+
+
+def write_doc(generated: str) -> None:
+    """Replace the generated section of the doc; the text around it is kept."""
+    block = f"{BEGIN}\n{generated}{END}"
+    if DOC.exists():
+        text = DOC.read_text()
+        head, found, rest = text.partition(BEGIN)
+        if found:
+            _, _, tail = rest.partition(END)
+            DOC.write_text(head + block + (tail or "\n"))
+            return
+        DOC.write_text(text.rstrip("\n") + "\n\n" + block + "\n")
+        return
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text("# Benchmarks\n\n## Results\n\n" + block + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
+    parser.add_argument(
+        "--only",
+        default="submit,first-delta,stream",
+        help="comma-separated subset of: submit, first-delta, stream",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    args = parser.parse_args()
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    sizes = QUICK if args.quick else FULL
+    started = datetime.now(UTC)
+    load = os.getloadavg()
+    clock = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="jobql-bench-"))
+    try:
+        results = asyncio.run(run_all(sizes, tmp, only))
+    finally:
+        if args.keep:
+            log(f"server logs and databases kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report = render(results, started, time.monotonic() - clock, load)
+    print(report)
+    if args.write:
+        write_doc(report)
+        log(f"wrote {DOC.relative_to(REPO_DIR)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
