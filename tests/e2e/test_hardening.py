@@ -13,7 +13,7 @@ async def errors_of(api: Api, query: str) -> list[str]:
     return [e["message"] for e in body.get("errors", [])]
 
 
-DEEP = "{ jobs { edges { node { contract { model { name } } } } } }"  # depth 5 (the root field is 0)
+DEEP = "{ jobs { edges { node { contract { model { name } } } } } }"  # depth 5 (root is 0)
 SHALLOW = "{ jobs { edges { node { id } } } }"  # depth 3
 
 
