@@ -76,11 +76,17 @@ def create_app(
             status_code=200 if ok else 503,
         )
 
+    async def metrics(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        body, content_type = await runtime.render_metrics()
+        return Response(body, media_type=content_type)
+
     routes: list[BaseRoute] = [
         Route("/v1/graphql", v1, methods=["GET", "POST"]),
         WebSocketRoute("/v1/graphql", v1),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])
 

@@ -10,6 +10,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from jobql.observability.logging import configure_logging
+from jobql.services.limits import LimitOverrides
 from jobql.settings import Settings
 
 
@@ -33,10 +35,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys.add_parser("list", help="list keys (prefix, name, tier, revoked)")
     revoke = keys.add_parser("revoke", help="revoke the key with this prefix")
     revoke.add_argument("prefix")
+    limits = keys.add_parser(
+        "set-limits", help="override the tier's limits for the caller owning this key"
+    )
+    limits.add_argument("prefix", help="the key's prefix, as `jobql keys list` shows it")
+    limits.add_argument("--rate", metavar="N/SECONDS", help="submits per window, e.g. 5/60")
+    limits.add_argument("--cost-per-day", type=float, metavar="USD", help="daily cost cap")
+    limits.add_argument("--max-active", type=int, metavar="N", help="queued + running jobs")
+    limits.add_argument("--reset", action="store_true", help="back to the tier's defaults")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings()
+    configure_logging(
+        settings.log_level,
+        json=settings.log_format == "json",
+        include_content=settings.log_content,
+    )
     if args.command == "serve":
         return serve_command(settings, args.host, args.port)
     if args.command == "worker":
@@ -53,7 +67,8 @@ def serve_command(settings: Settings, host: str | None, port: int | None) -> int
 
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=updates)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    # log_config=None: uvicorn's own loggers go through ours (JSON, request ids).
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
     return 0
 
 
@@ -104,6 +119,15 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
         elif args.keys_command == "list":
             for prefix, name, tier, revoked in await service.list():
                 print(f"{prefix}…\t{name}\t{tier}\t{'revoked' if revoked else 'active'}")
+        elif args.keys_command == "set-limits":
+            try:
+                overrides = parse_limit_overrides(args.rate, args.cost_per_day, args.max_active)
+            except ValueError as exc:
+                print(f"jobql: {exc}", file=sys.stderr)
+                return 2
+            count = await service.set_limits(args.prefix, overrides, clear=args.reset)
+            print(f"updated {count} caller(s)", file=sys.stderr)
+            return 0 if count else 1
         else:
             count = await service.revoke(args.prefix)
             print(f"revoked {count} key(s)", file=sys.stderr)
@@ -111,6 +135,27 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await engine.dispose()
     return 0
+
+
+def parse_limit_overrides(
+    rate: str | None, cost_per_day: float | None, max_active: int | None
+) -> LimitOverrides:
+    rate_limit = window = None
+    if rate is not None:
+        count, _, seconds = rate.partition("/")
+        if not (count.isdigit() and seconds.isdigit() and int(count) > 0 and int(seconds) > 0):
+            raise ValueError("--rate must look like 5/60 (requests/seconds)")
+        rate_limit, window = int(count), int(seconds)
+    if cost_per_day is not None and cost_per_day < 0:
+        raise ValueError("--cost-per-day must not be negative")
+    if max_active is not None and max_active < 1:
+        raise ValueError("--max-active must be at least 1")
+    return LimitOverrides(
+        rate_limit=rate_limit,
+        rate_window_seconds=window,
+        daily_cost_cap_micros=None if cost_per_day is None else round(cost_per_day * 1_000_000),
+        max_active_jobs=max_active,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

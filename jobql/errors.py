@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -12,6 +13,10 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     JOB_NOT_CANCELLABLE = "JOB_NOT_CANCELLABLE"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    RATE_LIMITED = "RATE_LIMITED"
+    COST_LIMIT_EXCEEDED = "COST_LIMIT_EXCEEDED"
+    CONCURRENCY_LIMIT_EXCEEDED = "CONCURRENCY_LIMIT_EXCEEDED"
+    PROMPT_INJECTION_DETECTED = "PROMPT_INJECTION_DETECTED"
     # Failures of a job, recorded on the job and in its JobFailed event.
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
     PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
@@ -26,6 +31,8 @@ class ErrorCode(StrEnum):
 
 RETRYABLE: frozenset[ErrorCode] = frozenset(
     {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
         ErrorCode.PROVIDER_UNAVAILABLE,
         ErrorCode.PROVIDER_TIMEOUT,
         ErrorCode.PROVIDER_RATE_LIMITED,
@@ -68,6 +75,41 @@ class JobNotCancellable:
     message: str = "The job has already finished."
     code: ErrorCode = ErrorCode.JOB_NOT_CANCELLABLE
 
+
+@dataclass(frozen=True)
+class RateLimited:
+    retry_after_seconds: int
+    limit: int
+    window_seconds: int
+    message: str = "Too many requests; retry after retryAfterSeconds."
+    code: ErrorCode = ErrorCode.RATE_LIMITED
+
+
+@dataclass(frozen=True)
+class CostLimitExceeded:
+    cap_micros: int
+    spent_micros: int
+    reserved_micros: int
+    resets_at: datetime
+    message: str = "This job could exceed today's cost limit."
+    code: ErrorCode = ErrorCode.COST_LIMIT_EXCEEDED
+
+
+@dataclass(frozen=True)
+class ConcurrencyLimitExceeded:
+    limit: int
+    active: int
+    message: str = "Too many active jobs; wait for one to finish."
+    code: ErrorCode = ErrorCode.CONCURRENCY_LIMIT_EXCEEDED
+
+
+@dataclass(frozen=True)
+class PromptInjectionDetected:
+    message: str = "The input looks like a prompt-injection attempt."
+    code: ErrorCode = ErrorCode.PROMPT_INJECTION_DETECTED
+
+
+LimitExceeded = RateLimited | CostLimitExceeded | ConcurrencyLimitExceeded
 
 DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.PROVIDER_UNAVAILABLE: "The model provider is unavailable.",

@@ -10,13 +10,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from jobql.events.bus import BroadcastBus
+from jobql.observability.metrics import Metrics
 from jobql.providers.registry import ProviderRegistry
 from jobql.providers.simulated import SimulatedProvider
 from jobql.repositories.database import create_engine, create_session_factory
+from jobql.repositories.jobs import JobRepository
 from jobql.repositories.migrate import upgrade
 from jobql.resolvers.context import Services
 from jobql.services.auth import KeyService
 from jobql.services.jobs import JobService
+from jobql.services.ratelimit import RateLimiter
 from jobql.services.streams import StreamService
 from jobql.services.viewer import ViewerService
 from jobql.settings import Settings
@@ -34,6 +37,12 @@ class Runtime:
     providers: ProviderRegistry
     services: Services
     worker: Worker | None
+    metrics: Metrics
+
+    async def render_metrics(self) -> tuple[bytes, str]:
+        async with self.sessions() as session:
+            self.metrics.set_queue_depths(await JobRepository(session).count_by_status())
+        return self.metrics.render()
 
     async def database_ok(self) -> bool:
         try:
@@ -64,26 +73,49 @@ async def open_runtime(
         bus = BroadcastBus(settings.broadcast_url)
         await bus.connect()
         providers = providers or default_providers()
+        rate_limiter = RateLimiter(settings.redis_url)
+        metrics = Metrics(tasks={t.name for t in tasks.all()}, providers=providers.names())
+        metrics = Metrics(tasks={t.name for t in tasks.all()}, providers=providers.names())
         services = Services(
             settings=settings,
             tasks=tasks,
             keys=KeyService(sessions),
-            jobs=JobService(settings, sessions=sessions, bus=bus, tasks=tasks),
-            streams=StreamService(
-                sessions=sessions, bus=bus, heartbeat_seconds=settings.heartbeat_seconds
+            jobs=JobService(
+                settings,
+                sessions=sessions,
+                bus=bus,
+                tasks=tasks,
+                rate_limiter=rate_limiter,
+                metrics=metrics,
             ),
-            viewer=ViewerService(sessions),
+            streams=StreamService(
+                sessions=sessions,
+                bus=bus,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                metrics=metrics,
+            ),
+            viewer=ViewerService(settings, sessions),
         )
         worker = None
         if with_worker:
-            worker = Worker(settings, sessions=sessions, bus=bus, tasks=tasks, providers=providers)
+            worker = Worker(
+                settings,
+                sessions=sessions,
+                bus=bus,
+                tasks=tasks,
+                providers=providers,
+                metrics=metrics,
+            )
             await worker.start()
         try:
-            yield Runtime(settings, engine, sessions, bus, tasks, providers, services, worker)
+            yield Runtime(
+                settings, engine, sessions, bus, tasks, providers, services, worker, metrics
+            )
         finally:
             if worker is not None:
                 await worker.stop()
             await bus.disconnect()
+            await rate_limiter.aclose()
             await providers.aclose()
     finally:
         await engine.dispose()

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_TASKS_FILE = Path(__file__).parent / "tasks" / "demo.toml"
+
+
+class TierLimits(BaseModel):
+    """Defaults for every caller of a tier; `jobql keys set-limits` overrides per caller."""
+
+    rate_limit: int = Field(default=60, ge=1, description="submits per window")
+    rate_window_seconds: int = Field(default=60, ge=1)
+    daily_cost_cap_usd: float = Field(default=10.0, ge=0, description="per UTC day")
+    max_active_jobs: int = Field(default=10, ge=1, description="queued + running")
+
+
+DEFAULT_TIER_LIMITS = {
+    "free": TierLimits(rate_limit=10, daily_cost_cap_usd=1.0, max_active_jobs=2),
+    "standard": TierLimits(),
+    "pro": TierLimits(rate_limit=600, daily_cost_cap_usd=100.0, max_active_jobs=50),
+}
 
 
 class Settings(BaseSettings):
@@ -47,8 +63,26 @@ class Settings(BaseSettings):
     max_query_aliases: int = Field(default=30, ge=0)
     max_query_tokens: int = Field(default=2000, ge=10)
 
+    # Rate, cost and concurrency limits (see docs/api.md). A tier missing here gets
+    # "standard". JOBQL_TIER_LIMITS='{"free": {"rate_limit": 5}, ...}' replaces the table.
+    enforce_limits: bool = True
+    tier_limits: dict[str, TierLimits] = Field(default_factory=lambda: dict(DEFAULT_TIER_LIMITS))
+    # Rate-limit counters live in memory (one process) or in Redis (shared by all processes).
+    redis_url: str | None = None
+    # How long an idempotency key is remembered.
+    idempotency_window_seconds: int = Field(default=24 * 3600, ge=1)
+
+    # Logs: one JSON object per line (or "text"); prompts and outputs are never logged
+    # unless log_content is set.
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_content: bool = False
+
     graphiql: bool = True
     introspection: bool = True
     max_page_size: int = Field(default=100, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     ws_allowed_origins: list[str] = Field(default_factory=list)
+
+    def limits_for(self, tier: str) -> TierLimits:
+        return self.tier_limits.get(tier) or self.tier_limits.get("standard") or TierLimits()

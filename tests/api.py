@@ -39,6 +39,9 @@ mutation Submit($input: V1SubmitJobInput!, $key: String) {
     ... on V1Error { code message retryable requestId }
     ... on V1InvalidInput { field violations { path message } }
     ... on V1IdempotencyKeyReused { jobId }
+    ... on V1RateLimited { retryAfterSeconds limit windowSeconds }
+    ... on V1CostLimitExceeded { capUsd spentUsd reservedUsd resetsAt }
+    ... on V1ConcurrencyLimitExceeded { limit active }
   }
 }""".replace("JOB_FIELDS", JOB_FIELDS)
 

@@ -48,5 +48,6 @@ def settings(backend: Backend, database_url: str) -> Settings:
         lease_seconds=5,
         lease_renew_seconds=1,
         shutdown_grace_seconds=0,
+        enforce_limits=False,  # the limit suites switch them on
         _env_file=None,  # type: ignore[call-arg]
     )

@@ -8,6 +8,8 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobql.observability.logging import bind_request_id
+
 HEADER = "x-request-id"
 VALID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
@@ -36,4 +38,5 @@ class RequestIdMiddleware:
                 headers["X-Request-ID"] = request_id
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        with bind_request_id(request_id):
+            await self.app(scope, receive, send_with_id)

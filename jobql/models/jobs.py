@@ -69,6 +69,8 @@ class Job(Base):
     # Money is kept in millionths of a dollar so sums are exact.
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     max_cost_micros: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The worst-case cost held against the caller's daily cap while the job is active.
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from jobql.models.base import Base, utcnow
@@ -17,6 +17,11 @@ class Principal(Base):
     name: Mapped[str] = mapped_column(String(200))
     tier: Mapped[str] = mapped_column(String(50), default="standard")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Per-caller overrides of the tier's limits; NULL means "the tier's default".
+    rate_limit: Mapped[int | None] = mapped_column(default=None)
+    rate_window_seconds: Mapped[int | None] = mapped_column(default=None)
+    daily_cost_cap_micros: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    max_active_jobs: Mapped[int | None] = mapped_column(default=None)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="principal", lazy="raise")
 

@@ -70,13 +70,6 @@ class JobRepository:
         stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         return list(await self.session.scalars(stmt))
 
-    async def count_active(self, principal_id: str) -> int:
-        stmt = select(func.count()).where(
-            Job.principal_id == principal_id,
-            Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
-        )
-        return int((await self.session.execute(stmt)).scalar_one())
-
     async def events_after(self, job_id: str, after: int, limit: int = 500) -> list[StoredEvent]:
         stmt = (
             select(JobEvent)
@@ -258,3 +251,40 @@ class JobRepository:
     async def get_by_idempotency_key(self, principal_id: str, key: str) -> Job | None:
         stmt = select(Job).where(Job.principal_id == principal_id, Job.idempotency_key == key)
         return (await self.session.scalars(stmt)).one_or_none()
+
+    async def active_load(self, principal_id: str) -> tuple[int, int]:
+        """(active jobs, their summed cost reservations) for a caller."""
+        stmt = select(func.count(), func.coalesce(func.sum(Job.reserved_micros), 0)).where(
+            Job.principal_id == principal_id,
+            Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+        )
+        count, reserved = (await self.session.execute(stmt)).one()
+        return int(count), int(reserved)
+
+    async def forget_idempotency_key(self, job_id: str) -> None:
+        await self.session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(idempotency_key=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def purge_idempotency_keys(self, created_before: datetime) -> int:
+        """Forget keys older than the idempotency window, so they can be used again."""
+        stmt = (
+            update(Job)
+            .where(Job.idempotency_key.is_not(None), Job.created_at < created_before)
+            .values(idempotency_key=None)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        return len(list(await self.session.scalars(stmt)))
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Jobs per active status (queue depth)."""
+        stmt = (
+            select(Job.status, func.count())
+            .where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+            .group_by(Job.status)
+        )
+        return {status: int(n) for status, n in await self.session.execute(stmt)}

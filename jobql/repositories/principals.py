@@ -39,6 +39,25 @@ class PrincipalRepository:
         )
         return [(row.ApiKey, row.Principal) for row in await self.session.execute(stmt)]
 
+    async def lock(self, principal_id: str) -> None:
+        """Serialise one caller's submits (limits are checked and reserved under it).
+        PostgreSQL locks the row; SQLite transactions are serial already."""
+        await self.session.execute(
+            select(Principal.id).where(Principal.id == principal_id).with_for_update()
+        )
+
+    async def set_limits(self, key_prefix: str, values: dict[str, int | None]) -> int:
+        """Update the limit columns of the principal owning the key with this prefix."""
+        owner = select(ApiKey.principal_id).where(ApiKey.prefix == key_prefix)
+        stmt = (
+            update(Principal)
+            .where(Principal.id.in_(owner))
+            .values(**values)
+            .returning(Principal.id)
+            .execution_options(synchronize_session=False)
+        )
+        return len(list(await self.session.scalars(stmt)))
+
     async def revoke(self, key_prefix: str) -> int:
         stmt = (
             update(ApiKey)

@@ -12,6 +12,7 @@ from starlette.websockets import WebSocket
 
 from jobql.services.auth import Caller, KeyService, parse_bearer
 from jobql.services.jobs import JobService
+from jobql.services.ratelimit import RateState
 from jobql.services.streams import StreamService
 from jobql.services.viewer import ViewerService
 from jobql.settings import Settings
@@ -64,6 +65,16 @@ class Context:
         if self._caller is None:
             self._caller = await self.services.keys.authenticate(self.credentials())
         return self._caller
+
+    def set_rate_limit_headers(self, rate: RateState) -> None:
+        """RateLimit-Policy / RateLimit (IETF httpapi draft) and, when refused, Retry-After."""
+        if not isinstance(self.response, Response):
+            return
+        headers = self.response.headers
+        headers["RateLimit-Policy"] = f'"submit";q={rate.limit};w={rate.window_seconds}'
+        headers["RateLimit"] = f'"submit";r={rate.remaining};t={rate.reset_seconds}'
+        if not rate.allowed:
+            headers["Retry-After"] = str(rate.reset_seconds)
 
     async def caller(self) -> Caller:
         caller = await self.authenticate()

@@ -7,12 +7,13 @@ import re
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobql.models import ApiKey, Principal
 from jobql.repositories.principals import PrincipalRepository
+from jobql.services.limits import LimitOverrides
 
 KEY_PREFIX = "jq_"
 TIER_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,49}$")
@@ -25,6 +26,21 @@ class Caller:
     id: str
     name: str
     tier: str
+    overrides: LimitOverrides = field(default_factory=LimitOverrides)
+
+
+def caller_of(principal: Principal) -> Caller:
+    return Caller(
+        principal.id,
+        principal.name,
+        principal.tier,
+        LimitOverrides(
+            rate_limit=principal.rate_limit,
+            rate_window_seconds=principal.rate_window_seconds,
+            daily_cost_cap_micros=principal.daily_cost_cap_micros,
+            max_active_jobs=principal.max_active_jobs,
+        ),
+    )
 
 
 def hash_key(key: str) -> str:
@@ -64,7 +80,7 @@ class KeyService:
         )
         async with self.sessions() as session, session.begin():
             await PrincipalRepository(session).add(principal, api_key)
-        return Caller(principal.id, principal.name, principal.tier), key
+        return caller_of(principal), key
 
     async def authenticate(self, key: str | None) -> Caller | None:
         if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
@@ -76,7 +92,7 @@ class KeyService:
             return cached[1]
         async with self.sessions() as session:
             principal = await PrincipalRepository(session).by_key_hash(digest)
-        caller = Caller(principal.id, principal.name, principal.tier) if principal else None
+        caller = caller_of(principal) if principal else None
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now + self.CACHE_SECONDS, caller)
@@ -91,6 +107,24 @@ class KeyService:
         async with self.sessions() as session:
             rows = await PrincipalRepository(session).list_keys()
         return [(k.prefix, p.name, p.tier, k.revoked_at is not None) for k, p in rows]
+
+    async def set_limits(self, prefix: str, overrides: LimitOverrides, *, clear: bool) -> int:
+        """Set (or with ``clear``, reset to the tier's defaults) the limits of the caller
+        owning the key with this prefix."""
+        values = {
+            "rate_limit": overrides.rate_limit,
+            "rate_window_seconds": overrides.rate_window_seconds,
+            "daily_cost_cap_micros": overrides.daily_cost_cap_micros,
+            "max_active_jobs": overrides.max_active_jobs,
+        }
+        if not clear:
+            values = {k: v for k, v in values.items() if v is not None}
+        if not values:
+            return 0
+        async with self.sessions() as session, session.begin():
+            count = await PrincipalRepository(session).set_limits(prefix, values)
+        self._cache.clear()
+        return count
 
     async def revoke(self, prefix: str) -> int:
         async with self.sessions() as session, session.begin():

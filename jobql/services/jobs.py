@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,16 +15,27 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from jobql.errors import InvalidInput, JobNotCancellable, NotFound, Violation
+from jobql.errors import (
+    InvalidInput,
+    JobNotCancellable,
+    LimitExceeded,
+    NotFound,
+    RateLimited,
+    Violation,
+)
 from jobql.events.bus import EventBus
 from jobql.events.channels import job_channel
 from jobql.events.payloads import terminal_payload
 from jobql.events.publisher import EventPublisher
-from jobql.events.types import TERMINAL_EVENTS, EventType
+from jobql.events.types import TERMINAL_EVENTS, EventType, StoredEvent
 from jobql.models import Job, JobStatus
 from jobql.models.base import utcnow
 from jobql.models.jobs import TERMINAL
+from jobql.observability.metrics import Metrics, SubmitOutcome
+from jobql.providers.simulated import count_tokens
 from jobql.repositories.jobs import JobRepository, PageCursor
+from jobql.repositories.principals import PrincipalRepository
+from jobql.repositories.usage import UsageRepository
 from jobql.services.auth import Caller
 from jobql.services.inputs import (
     check_idempotency_key,
@@ -31,6 +43,13 @@ from jobql.services.inputs import (
     validate_task_input,
     with_defaults,
 )
+from jobql.services.limits import (
+    check_concurrency,
+    check_cost,
+    effective_limits,
+    worst_case_cost_micros,
+)
+from jobql.services.ratelimit import RateLimiter, RateState
 from jobql.settings import Settings
 from jobql.tasks import TaskRegistry
 from jobql.tasks.contracts import MICROS_PER_DOLLAR
@@ -87,6 +106,22 @@ def decode_cursor(cursor: str) -> PageCursor:
         raise InvalidCursor("invalid cursor") from exc
 
 
+def _outcome_label(outcome: object) -> SubmitOutcome:
+    if isinstance(outcome, Submitted):
+        return SubmitOutcome.DEDUPLICATED if outcome.deduplicated else SubmitOutcome.CREATED
+    if isinstance(outcome, InvalidInput):
+        return SubmitOutcome.INVALID_INPUT
+    if isinstance(outcome, IdempotencyKeyReused):
+        return SubmitOutcome.IDEMPOTENCY_KEY_REUSED
+    return SubmitOutcome.LIMIT_EXCEEDED
+
+
+def _dedupe(existing: Job, job_fingerprint: str) -> Submitted | IdempotencyKeyReused:
+    if existing.input_fingerprint != job_fingerprint:
+        return IdempotencyKeyReused(job_id=existing.id)
+    return Submitted(job=existing, deduplicated=True)
+
+
 def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(field=field, violations=(Violation(field, message),), message=message)
 
@@ -99,18 +134,44 @@ class JobService:
         sessions: async_sessionmaker[AsyncSession],
         bus: EventBus,
         tasks: TaskRegistry,
+        rate_limiter: RateLimiter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.bus = bus
         self.publisher = EventPublisher(bus)
         self.tasks = tasks
+        self.rate_limiter = rate_limiter
+        self.metrics = metrics or Metrics()
+        # The rate-limit state of the current request's submit, for the RateLimit headers.
+        self.last_rate: ContextVar[RateState | None] = ContextVar("jobql_rate", default=None)
 
     # -- submit --------------------------------------------------------------------------
 
     async def submit(
         self, caller: Caller, req: SubmitRequest
-    ) -> Submitted | InvalidInput | IdempotencyKeyReused:
+    ) -> Submitted | InvalidInput | IdempotencyKeyReused | LimitExceeded:
+        """Store the job (or answer why not); with ``wait``, hold for its end."""
+        started = time.perf_counter()
+        try:
+            outcome = await self._submit(caller, req)
+        except Exception:
+            self.metrics.observe_submit(time.perf_counter() - started, SubmitOutcome.ERROR)
+            raise
+        self.metrics.observe_submit(time.perf_counter() - started, _outcome_label(outcome))
+        if isinstance(outcome, Submitted) and not outcome.deduplicated:
+            self.metrics.job_submitted(outcome.job.task)
+            if req.wait_seconds:
+                task = self.tasks.get(outcome.job.api_version, outcome.job.task)
+                cap = task.max_wait_seconds if task else 0
+                job = await self.wait_for_terminal(outcome.job, min(req.wait_seconds, cap))
+                return Submitted(job=job, deduplicated=False)
+        return outcome
+
+    async def _submit(
+        self, caller: Caller, req: SubmitRequest
+    ) -> Submitted | InvalidInput | IdempotencyKeyReused | LimitExceeded:
         task = self.tasks.get(req.api_version, req.task)
         if task is None:
             return _invalid("task", f"Unknown task {req.task[:100]!r}; see the `tasks` query.")
@@ -182,29 +243,71 @@ class JobService:
             deadline_at=now + timedelta(seconds=deadline_seconds),
             output="",
         )
+        job.reserved_micros = worst_case_cost_micros(
+            task, count_tokens(task.render_prompt(task_input)), max_cost_micros
+        )
         try:
-            async with self.sessions() as session, session.begin():
-                event = await JobRepository(session).insert(job, EventType.JOB_QUEUED, {})
+            outcome = await self._admit(caller, job)
         except IntegrityError:
+            # Another submit with this key won a race the caller lock did not cover.
             if req.idempotency_key is None:
                 raise
-            return await self._existing_for_key(caller, req.idempotency_key, job_fingerprint)
-        await self.publisher.publish(event)
+            async with self.sessions() as session:
+                existing = await JobRepository(session).get_by_idempotency_key(
+                    caller.id, req.idempotency_key
+                )
+            if existing is None:
+                raise
+            outcome = _dedupe(existing, job_fingerprint)
+        if not isinstance(outcome, StoredEvent):
+            return outcome
+        await self.publisher.publish(outcome)
         await self.publisher.wake_workers()
-        if req.wait_seconds:
-            job = await self.wait_for_terminal(job, min(req.wait_seconds, task.max_wait_seconds))
         return Submitted(job=job, deduplicated=False)
 
-    async def _existing_for_key(
-        self, caller: Caller, key: str, job_fingerprint: str
-    ) -> Submitted | IdempotencyKeyReused:
-        async with self.sessions() as session:
-            existing = await JobRepository(session).get_by_idempotency_key(caller.id, key)
-        if existing is None:  # pragma: no cover - the unique constraint said it exists
-            raise RuntimeError("idempotency key conflict without a job")
-        if existing.input_fingerprint != job_fingerprint:
-            return IdempotencyKeyReused(job_id=existing.id)
-        return Submitted(job=existing, deduplicated=True)
+    async def _admit(
+        self, caller: Caller, job: Job
+    ) -> StoredEvent | Submitted | IdempotencyKeyReused | LimitExceeded:
+        """Under the caller's lock: answer a known idempotency key with its job, else check
+        the rate, concurrency and cost limits and, if all pass, store the job."""
+        now = job.created_at
+        async with self.sessions() as session, session.begin():
+            jobs = JobRepository(session)
+            await PrincipalRepository(session).lock(caller.id)
+            if job.idempotency_key is not None:
+                existing = await jobs.get_by_idempotency_key(caller.id, job.idempotency_key)
+                if existing is not None:
+                    window = timedelta(seconds=self.settings.idempotency_window_seconds)
+                    if existing.created_at > now - window:
+                        return _dedupe(existing, job.input_fingerprint)
+                    await jobs.forget_idempotency_key(existing.id)
+            if self.settings.enforce_limits:
+                limits = effective_limits(self.settings.limits_for(caller.tier), caller.overrides)
+                if self.rate_limiter is not None:
+                    rate = await self.rate_limiter.hit(
+                        "submit", caller.id, limits.rate_limit, limits.rate_window_seconds
+                    )
+                    self.last_rate.set(rate)
+                    if not rate.allowed:
+                        return RateLimited(
+                            retry_after_seconds=rate.reset_seconds,
+                            limit=rate.limit,
+                            window_seconds=rate.window_seconds,
+                        )
+                active, reserved = await jobs.active_load(caller.id)
+                if (too_many := check_concurrency(limits, active)) is not None:
+                    return too_many
+                usage = await UsageRepository(session).get(caller.id, now.date())
+                too_costly = check_cost(
+                    limits,
+                    spent=usage.cost_micros if usage else 0,
+                    reserved=reserved,
+                    reservation=job.reserved_micros,
+                    now=now,
+                )
+                if too_costly is not None:
+                    return too_costly
+            return await jobs.insert(job, EventType.JOB_QUEUED, {})
 
     async def wait_for_terminal(self, job: Job, seconds: float) -> Job:
         """Hold until the job is terminal or ``seconds`` pass; return it as it is then."""
@@ -287,6 +390,7 @@ class JobService:
                 await repo.request_cancel(job.id, reason)
             job = await repo.get(job.id) or job
         if event is not None:
+            self.metrics.job_finished(job.task, JobStatus.CANCELLED.value)
             await self.publisher.publish(event)
         else:
             await self.publisher.request_cancel(job.id)

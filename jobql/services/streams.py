@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -11,6 +12,7 @@ from jobql.events.bus import EventBus
 from jobql.events.stream import follow_job
 from jobql.events.types import Heartbeat, StoredEvent, StreamItem
 from jobql.models.base import utcnow
+from jobql.observability.metrics import Metrics
 from jobql.repositories.jobs import JobRepository
 from jobql.services.auth import Caller
 
@@ -22,10 +24,12 @@ class StreamService:
         sessions: async_sessionmaker[AsyncSession],
         bus: EventBus,
         heartbeat_seconds: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.bus = bus
         self.heartbeat_seconds = heartbeat_seconds
+        self.metrics = metrics or Metrics()
 
     async def open(
         self, caller: Caller, job_id: str, after: int | None
@@ -38,14 +42,24 @@ class StreamService:
         cursor = min(max(after or 0, 0), job.last_seq)
         if job.is_terminal and cursor >= job.last_seq:
             return _empty()
-        return follow_job(
-            self.bus,
-            job_id,
-            after=cursor,
-            load_after=lambda seq: self._load_after(job_id, seq),
-            load_heartbeat=lambda: self._heartbeat(job_id),
-            heartbeat_seconds=self.heartbeat_seconds,
+        return self._tracked(
+            follow_job(
+                self.bus,
+                job_id,
+                after=cursor,
+                load_after=lambda seq: self._load_after(job_id, seq),
+                load_heartbeat=lambda: self._heartbeat(job_id),
+                heartbeat_seconds=self.heartbeat_seconds,
+            )
         )
+
+    async def _tracked(
+        self, stream: AsyncGenerator[StreamItem, None]
+    ) -> AsyncGenerator[StreamItem, None]:
+        with self.metrics.track_subscription():
+            async with aclosing(stream):
+                async for item in stream:
+                    yield item
 
     async def _load_after(self, job_id: str, seq: int) -> list[StoredEvent]:
         async with self.sessions() as session:

@@ -1,4 +1,4 @@
-"""What a caller can learn about itself: tier, today's usage, active jobs."""
+"""What a caller can learn about itself: tier, limits, today's usage, active jobs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from jobql.models.base import utcnow
 from jobql.repositories.jobs import JobRepository
 from jobql.repositories.usage import UsageRepository
 from jobql.services.auth import Caller
+from jobql.services.limits import Limits, effective_limits
+from jobql.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -19,23 +21,32 @@ class ViewerUsage:
     input_tokens: int
     output_tokens: int
     cost_micros: int
+    reserved_micros: int
     active_jobs: int
+    limits: Limits
+
+    @property
+    def remaining_micros(self) -> int:
+        return max(0, self.limits.daily_cost_cap_micros - self.cost_micros - self.reserved_micros)
 
 
 class ViewerService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
         self.sessions = sessions
 
     async def usage_today(self, caller: Caller) -> ViewerUsage:
         today = utcnow().date()
         async with self.sessions() as session:
             usage = await UsageRepository(session).get(caller.id, today)
-            active = await JobRepository(session).count_active(caller.id)
+            active, reserved = await JobRepository(session).active_load(caller.id)
         return ViewerUsage(
             day=today.isoformat(),
             jobs=usage.jobs if usage else 0,
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,
             cost_micros=usage.cost_micros if usage else 0,
+            reserved_micros=reserved,
             active_jobs=active,
+            limits=effective_limits(self.settings.limits_for(caller.tier), caller.overrides),
         )

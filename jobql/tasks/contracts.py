@@ -90,6 +90,9 @@ class TaskRegistry:
     def get(self, api_version: str, name: str) -> TaskContract | None:
         return self._tasks.get((api_version, name))
 
+    def all(self) -> list[TaskContract]:
+        return list(self._tasks.values())
+
     def for_version(self, api_version: str) -> list[TaskContract]:
         return sorted(
             (t for (v, _), t in self._tasks.items() if v == api_version), key=lambda t: t.name

@@ -18,12 +18,15 @@ from jobql.events.publisher import EventPublisher
 from jobql.events.types import EventType, StoredEvent
 from jobql.models import Job, JobStatus
 from jobql.models.base import utcnow
+from jobql.observability.logging import bind_job_id
+from jobql.observability.metrics import Metrics
 from jobql.providers.base import Progress, ProviderError, ProviderRequest, TextDelta, Usage
 from jobql.providers.registry import ProviderRegistry
 from jobql.providers.simulated import count_tokens
 from jobql.repositories.jobs import JobRepository
 from jobql.repositories.usage import UsageRepository
 from jobql.tasks import TaskContract
+from jobql.tasks.contracts import MICROS_PER_DOLLAR
 from jobql.worker.pump import Ended, ProviderPump, PumpItem, Raised, Stopped, StopReason
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class JobRunner:
         publisher: EventPublisher,
         providers: ProviderRegistry,
         coalesce_seconds: float,
+        metrics: Metrics,
     ) -> None:
         self.job = job
         self.task = task
@@ -86,6 +90,7 @@ class JobRunner:
         self.publisher = publisher
         self.providers = providers
         self.coalesce_seconds = coalesce_seconds
+        self.metrics = metrics
         self.progress = Progressed()
         self.pump: ProviderPump | None = None
         self._pending_stop: StopReason | None = None
@@ -102,17 +107,15 @@ class JobRunner:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        try:
-            await self._run()
-        except Exception:
-            log.exception("job failed unexpectedly", extra={"job_id": self.job.id})
-            await self._finish_failed(JobError(ErrorCode.INTERNAL))
+        with bind_job_id(self.job.id):
+            try:
+                await self._run()
+            except Exception:
+                log.exception("job failed unexpectedly")
+                await self._finish_failed(JobError(ErrorCode.INTERNAL))
 
     async def _run(self) -> None:
-        job = self.job
-        started = await self._append(EventType.JOB_STARTED, {"attempt": job.attempts})
-        if started is None:
-            return
+        job = self.job  # claimed, with its JobStarted{attempt} written by the claim
         task = self.task
         provider = self.providers.get(job.provider)
         if task is None or provider is None:
@@ -199,6 +202,9 @@ class JobRunner:
         return limit is not None and self._cost_micros() > limit
 
     async def _write_delta(self, text: str, tokens: int) -> bool:
+        if not self.progress.output and self.job.started_at is not None:
+            ttft = (utcnow() - self.job.started_at).total_seconds()
+            self.metrics.observe_time_to_first_token(self.job.task, ttft)
         self.progress.output.append(text)
         self.progress.output_tokens += tokens
         event = await self._append(
@@ -240,13 +246,10 @@ class JobRunner:
                 await self._terminal(EventType.JOB_SUCCEEDED, JobStatus.SUCCEEDED, result=result)
         elif isinstance(outcome, Raised):
             if isinstance(outcome.error, ProviderError):
+                self.metrics.provider_error(self.job.provider, outcome.error.code.value)
                 await self._finish_failed(outcome.error.to_job_error())
             else:
-                log.error(
-                    "provider raised unexpectedly",
-                    extra={"job_id": self.job.id},
-                    exc_info=outcome.error,
-                )
+                log.error("provider raised unexpectedly", exc_info=outcome.error)
                 await self._finish_failed(JobError(ErrorCode.INTERNAL))
         elif isinstance(outcome, Stopped):
             await self._finish_stopped(outcome.reason)
@@ -323,6 +326,16 @@ class JobRunner:
                     cost_micros=cost,
                 )
         if event is not None:
+            self.metrics.job_finished(job.task, status.value)
+            log.info(
+                "job finished",
+                extra={
+                    "status": status.value,
+                    "error_code": error.code.value if error else None,
+                    "output_tokens": self.progress.output_tokens,
+                    "cost_usd": cost / MICROS_PER_DOLLAR,
+                },
+            )
             await self.publisher.publish(event)
 
     async def _release(self) -> None:
@@ -343,7 +356,7 @@ class JobRunner:
                 self.job.id, event_type, payload, where=self._lease_guard(), values=values
             )
         if event is None:
-            log.info("lease lost; stopping", extra={"job_id": self.job.id})
+            log.info("lease lost; stopping")
             if self.pump is not None:
                 self.pump.stop(StopReason.LEASE_LOST)
             return None

@@ -24,6 +24,7 @@ from jobql.events.publisher import EventPublisher
 from jobql.events.types import EventType
 from jobql.models import Job, JobStatus
 from jobql.models.base import utcnow
+from jobql.observability.metrics import Metrics
 from jobql.providers.registry import ProviderRegistry
 from jobql.repositories.jobs import JobRepository
 from jobql.settings import Settings
@@ -43,6 +44,7 @@ class Worker:
         bus: EventBus,
         tasks: TaskRegistry,
         providers: ProviderRegistry,
+        metrics: Metrics | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.settings = settings
@@ -51,6 +53,7 @@ class Worker:
         self.publisher = EventPublisher(bus)
         self.tasks = tasks
         self.providers = providers
+        self.metrics = metrics or Metrics()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.runners: dict[str, JobRunner] = {}
@@ -122,10 +125,7 @@ class Worker:
             claimed: list[Job] = []
             if free > 0:
                 try:
-                    async with self.sessions() as session, session.begin():
-                        claimed = await JobRepository(session).claim(
-                            self.worker_id, free, self.lease
-                        )
+                    claimed = await self._claim(free)
                 except Exception:
                     log.exception("claim failed")
                 for job in claimed:
@@ -133,6 +133,22 @@ class Worker:
             # Claim again when a slot frees up (the queue may hold more than we took) or a
             # submit rings the doorbell; the poll is the safety net for lost doorbells.
             await self._wait_for_any((self._slot_free, self._wakeup), poll)
+
+    async def _claim(self, limit: int) -> list[Job]:
+        """Claim jobs and write their JobStarted{attempt} in the same transaction."""
+        started = []
+        async with self.sessions() as session, session.begin():
+            repo = JobRepository(session)
+            claimed = await repo.claim(self.worker_id, limit, self.lease)
+            for job in claimed:
+                event = await repo.append_event(
+                    job.id, EventType.JOB_STARTED, {"attempt": job.attempts}
+                )
+                if event is not None:
+                    started.append(event)
+        for event in started:
+            await self.publisher.publish(event)
+        return claimed
 
     @staticmethod
     async def _wait_for_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
@@ -152,6 +168,7 @@ class Worker:
             publisher=self.publisher,
             providers=self.providers,
             coalesce_seconds=self.settings.coalesce_ms / 1000,
+            metrics=self.metrics,
         )
         if job.cancel_requested_at is not None:
             runner.stop(StopReason.CANCELLED)
@@ -225,6 +242,7 @@ class Worker:
                     )
                     requeued = False
             if event is not None:
+                self.metrics.job_finished(job.task, "CANCELLED" if cancelled else "FAILED")
                 await self.publisher.publish(event)
             if requeued:
                 log.info("rescued job with expired lease", extra={"job_id": job.id})

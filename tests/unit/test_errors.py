@@ -100,6 +100,8 @@ def test_every_provider_code_is_retryable() -> None:
 
 def test_retryable_set_is_exactly() -> None:
     assert {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
         ErrorCode.PROVIDER_UNAVAILABLE,
         ErrorCode.PROVIDER_TIMEOUT,
         ErrorCode.PROVIDER_RATE_LIMITED,

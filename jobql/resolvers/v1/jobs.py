@@ -27,12 +27,19 @@ from jobql.schema.v1.results import (
 from jobql.schema.v1.types import (
     V1JobConnection,
     V1JobEdge,
+    V1Limits,
     V1PageInfo,
     V1Task,
     V1UsageToday,
     V1Viewer,
 )
-from jobql.services.jobs import IdempotencyKeyReused, InvalidCursor, JobPage, SubmitRequest
+from jobql.services.jobs import (
+    IdempotencyKeyReused,
+    InvalidCursor,
+    JobPage,
+    SubmitRequest,
+    Submitted,
+)
 from jobql.tasks.contracts import MICROS_PER_DOLLAR
 
 API_VERSION = "v1"
@@ -89,12 +96,20 @@ async def viewer(info: CtxInfo) -> V1Viewer:
         id=strawberry.ID(caller.id),
         name=caller.name,
         tier=caller.tier,
+        limits=V1Limits(
+            rate_limit=usage.limits.rate_limit,
+            rate_window_seconds=usage.limits.rate_window_seconds,
+            daily_cost_cap_usd=usage.limits.daily_cost_cap_micros / MICROS_PER_DOLLAR,
+            max_active_jobs=usage.limits.max_active_jobs,
+        ),
         usage_today=V1UsageToday(
             day=usage.day,
             jobs=usage.jobs,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cost_usd=usage.cost_micros / MICROS_PER_DOLLAR,
+            reserved_usd=usage.reserved_micros / MICROS_PER_DOLLAR,
+            remaining_usd=usage.remaining_micros / MICROS_PER_DOLLAR,
         ),
         active_jobs=usage.active_jobs,
     )
@@ -123,9 +138,13 @@ async def submit_job(
     )
     if isinstance(outcome, InvalidInput):
         return mapping.invalid_input(outcome, ctx.request_id)
+    if (rate := ctx.services.jobs.last_rate.get()) is not None:
+        ctx.set_rate_limit_headers(rate)
     if isinstance(outcome, IdempotencyKeyReused):
         return mapping.key_reused(outcome, ctx.request_id)
-    return V1SubmitJobSuccess(job=mapping.job(outcome.job), deduplicated=outcome.deduplicated)
+    if isinstance(outcome, Submitted):
+        return V1SubmitJobSuccess(job=mapping.job(outcome.job), deduplicated=outcome.deduplicated)
+    return mapping.limit_error(outcome, ctx.request_id)
 
 
 async def cancel_job(

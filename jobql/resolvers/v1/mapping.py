@@ -8,12 +8,17 @@ import strawberry
 from strawberry.scalars import JSON
 
 from jobql.errors import (
+    ConcurrencyLimitExceeded,
+    CostLimitExceeded,
     ErrorCode,
     InvalidInput,
     JobError,
     JobNotCancellable,
     NotFound,
+    PromptInjectionDetected,
+    RateLimited,
     Violation,
+    is_retryable,
 )
 from jobql.events.types import EventType, Heartbeat, StoredEvent
 from jobql.models import Job
@@ -99,6 +104,41 @@ def key_reused(error: IdempotencyKeyReused, request_id: str | None) -> e.V1Idemp
         request_id=request_id,
         job_id=strawberry.ID(error.job_id),
     )
+
+
+def limit_error(
+    error: RateLimited | CostLimitExceeded | ConcurrencyLimitExceeded | PromptInjectionDetected,
+    request_id: str | None,
+) -> (
+    e.V1RateLimited
+    | e.V1CostLimitExceeded
+    | e.V1ConcurrencyLimitExceeded
+    | (e.V1PromptInjectionDetected)
+):
+    common: dict[str, Any] = {
+        "code": error.code,
+        "message": error.message,
+        "retryable": is_retryable(error.code),
+        "request_id": request_id,
+    }
+    if isinstance(error, RateLimited):
+        return e.V1RateLimited(
+            **common,
+            retry_after_seconds=error.retry_after_seconds,
+            limit=error.limit,
+            window_seconds=error.window_seconds,
+        )
+    if isinstance(error, CostLimitExceeded):
+        return e.V1CostLimitExceeded(
+            **common,
+            cap_usd=error.cap_micros / MICROS_PER_DOLLAR,
+            spent_usd=error.spent_micros / MICROS_PER_DOLLAR,
+            reserved_usd=error.reserved_micros / MICROS_PER_DOLLAR,
+            resets_at=error.resets_at,
+        )
+    if isinstance(error, ConcurrencyLimitExceeded):
+        return e.V1ConcurrencyLimitExceeded(**common, limit=error.limit, active=error.active)
+    return e.V1PromptInjectionDetected(**common)
 
 
 def usage(input_tokens: int, output_tokens: int, cost_micros: int) -> V1Usage:

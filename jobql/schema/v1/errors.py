@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 
 from jobql.errors import ErrorCode
@@ -47,6 +49,35 @@ class V1JobNotCancellable(V1Error):
 @strawberry.type(description="This idempotency key was used with a different input.")
 class V1IdempotencyKeyReused(V1Error):
     job_id: strawberry.ID
+
+
+@strawberry.type(
+    description="Too many submits in the window; retry after retryAfterSeconds "
+    "(also in the Retry-After header)."
+)
+class V1RateLimited(V1Error):
+    retry_after_seconds: int
+    limit: int
+    window_seconds: int
+
+
+@strawberry.type(description="This job's worst-case cost would pass your daily cap.")
+class V1CostLimitExceeded(V1Error):
+    cap_usd: float
+    spent_usd: float
+    reserved_usd: float = strawberry.field(description="Held by your active jobs.")
+    resets_at: datetime
+
+
+@strawberry.type(description="Too many active (queued + running) jobs; retry when one ends.")
+class V1ConcurrencyLimitExceeded(V1Error):
+    limit: int
+    active: int
+
+
+@strawberry.type(description="The input looks like a prompt-injection attempt.")
+class V1PromptInjectionDetected(V1Error):
+    pass
 
 
 @strawberry.type

@@ -7,10 +7,14 @@ from typing import Annotated
 import strawberry
 
 from jobql.schema.v1.errors import (
+    V1ConcurrencyLimitExceeded,
+    V1CostLimitExceeded,
     V1IdempotencyKeyReused,
     V1InvalidInput,
     V1JobNotCancellable,
     V1NotFound,
+    V1PromptInjectionDetected,
+    V1RateLimited,
 )
 from jobql.schema.v1.types import V1Job
 
@@ -30,7 +34,13 @@ class V1CancelJobSuccess:
 
 V1JobLookup = Annotated[V1Job | V1NotFound, strawberry.union("V1JobLookup")]
 V1SubmitJobResult = Annotated[
-    V1SubmitJobSuccess | V1InvalidInput | V1IdempotencyKeyReused,
+    V1SubmitJobSuccess
+    | V1InvalidInput
+    | V1IdempotencyKeyReused
+    | V1RateLimited
+    | V1CostLimitExceeded
+    | V1ConcurrencyLimitExceeded
+    | V1PromptInjectionDetected,
     strawberry.union("V1SubmitJobResult"),
 ]
 V1CancelJobResult = Annotated[

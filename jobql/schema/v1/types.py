@@ -109,10 +109,22 @@ class V1Task:
 @strawberry.type
 class V1UsageToday:
     day: str = strawberry.field(description="The UTC day, YYYY-MM-DD.")
-    jobs: int
+    jobs: int = strawberry.field(description="Jobs that finished today.")
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: float = strawberry.field(description="Spent by jobs that finished today.")
+    reserved_usd: float = strawberry.field(
+        description="Held by active jobs: their worst-case cost until they finish."
+    )
+    remaining_usd: float = strawberry.field(description="dailyCostCapUsd - cost - reserved.")
+
+
+@strawberry.type(description="Your limits: your tier's defaults unless set for you.")
+class V1Limits:
+    rate_limit: int = strawberry.field(description="submitJob calls per window.")
+    rate_window_seconds: int
+    daily_cost_cap_usd: float
+    max_active_jobs: int = strawberry.field(description="Queued + running jobs at once.")
 
 
 @strawberry.type(description="The caller.")
@@ -120,5 +132,6 @@ class V1Viewer:
     id: strawberry.ID
     name: str
     tier: str
+    limits: V1Limits
     usage_today: V1UsageToday
     active_jobs: int

@@ -1,0 +1,200 @@
+"""Structured logs: one JSON object per line, with the request id and job id in scope.
+
+`configure_logging()` installs one handler on the root logger. Each line carries `ts` (ISO 8601,
+UTC), `level`, `logger`, `message`, then `request_id` and `job_id` when known, then the `extra`
+fields of the log call that are JSON-serialisable, then `exc` (`type` and `traceback`) when the
+call had `exc_info`. Example::
+
+    log.info("job claimed", extra={"attempt": 2})
+    {"ts": "2024-05-01T12:00:00.123Z", "level": "INFO", "logger": "jobql.worker",
+     "message": "job claimed", "request_id": "9f...", "job_id": "01H...", "attempt": 2}
+
+Request and job ids come from context variables, which every asyncio task copies when it is
+created: bind them with `bind_request_id(...)` / `bind_job_id(...)` around the work (in the
+ASGI middleware, in the task that runs one job) and every log call inside, including in tasks
+started from there, carries them, while concurrently running tasks keep their own. An explicit
+`extra={"job_id": ...}` on a call wins over the context.
+
+Content never goes to the logs. Prompts, job inputs, model output and provider response bodies
+are the users' data: callers must not put them in log messages or `extra` fields. As a second
+line of defence, `extra` keys in `CONTENT_KEYS` (at any depth of a dict or list value) are
+dropped unless `configure_logging(include_content=True)` was called, which is meant for local
+debugging only. Exception tracebacks are logged as they are: they are for operators' logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+import traceback
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, Any
+
+request_id_var: ContextVar[str | None] = ContextVar("jobql_request_id", default=None)
+job_id_var: ContextVar[str | None] = ContextVar("jobql_job_id", default=None)
+
+CONTENT_KEYS: frozenset[str] = frozenset({"prompt", "output", "input", "body", "text", "result"})
+"""`extra` keys dropped (case-insensitively) unless content logging was opted into."""
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_RECORD_ATTRS = frozenset(logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_CORE_KEYS = ("ts", "level", "logger", "message", "request_id", "job_id", "exc")
+
+# The handler installed by configure_logging, replaced when it is called again.
+_installed: logging.Handler | None = None
+
+
+@contextlib.contextmanager
+def bind_request_id(value: str | None) -> Iterator[None]:
+    """Logs in this block (and in tasks started from it) carry `request_id=value`."""
+    token = request_id_var.set(value)
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
+
+
+@contextlib.contextmanager
+def bind_job_id(value: str | None) -> Iterator[None]:
+    """Logs in this block (and in tasks started from it) carry `job_id=value`."""
+    token = job_id_var.set(value)
+    try:
+        yield
+    finally:
+        job_id_var.reset(token)
+
+
+class _Unserialisable(Exception):
+    pass
+
+
+def _clean(value: Any, include_content: bool) -> Any:
+    """`value` with content keys removed from nested dicts; raises if not JSON data."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unserialisable  # NaN and infinities are not JSON
+        return value
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _Unserialisable
+            if include_content or k.lower() not in CONTENT_KEYS:
+                out[k] = _clean(v, include_content)
+        return out
+    if isinstance(value, list | tuple):
+        return [_clean(v, include_content) for v in value]
+    raise _Unserialisable
+
+
+def _context_value(record: logging.LogRecord, name: str, var: ContextVar[str | None]) -> Any:
+    explicit = record.__dict__.get(name)
+    return explicit if explicit is not None else var.get()
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one line of JSON (see the module docstring for the fields)."""
+
+    def __init__(self, *, include_content: bool = False) -> None:
+        super().__init__()
+        self.include_content = include_content
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        payload: dict[str, Any] = {
+            "ts": ts.replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, var in (("request_id", request_id_var), ("job_id", job_id_var)):
+            value = _context_value(record, name, var)
+            if value is not None:
+                with contextlib.suppress(_Unserialisable):
+                    payload[name] = _clean(value, include_content=True)
+
+        for key, value in record.__dict__.items():
+            if key in _RECORD_ATTRS or key in _CORE_KEYS:
+                continue
+            if not self.include_content and key.lower() in CONTENT_KEYS:
+                continue
+            with contextlib.suppress(_Unserialisable):
+                payload[key] = _clean(value, self.include_content)
+
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, tb = record.exc_info
+            payload["exc"] = {
+                "type": f"{exc_type.__module__}.{exc_type.__qualname__}"
+                if exc_type.__module__ != "builtins"
+                else exc_type.__qualname__,
+                "traceback": "".join(traceback.format_exception(exc_type, exc, tb)),
+            }
+        if record.stack_info:
+            payload["stack"] = record.stack_info
+        # ASCII-only: a U+2028 in a message must not split the line for any reader.
+        return json.dumps(payload, allow_nan=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for local use; appends the request and job ids when known."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ids = [
+            f"{name}={value}"
+            for name, var in (("request_id", request_id_var), ("job_id", job_id_var))
+            if (value := _context_value(record, name, var)) is not None
+        ]
+        if not ids:
+            return line
+        first, newline, rest = line.partition("\n")  # keep ids on the message line
+        return f"{first} [{' '.join(ids)}]{newline}{rest}"
+
+
+def configure_logging(
+    level: str | int = "INFO",
+    json: bool = True,
+    *,
+    include_content: bool = False,
+    stream: IO[str] | None = None,
+) -> logging.Handler:
+    """Install jobql's handler on the root logger and set the root level.
+
+    Calling it again replaces the handler it installed before; other handlers on the root
+    logger are left alone (so do not also call `logging.basicConfig`). `stream` defaults to
+    stderr. Returns the handler, e.g. to remove it again.
+    """
+    global _installed
+    if isinstance(level, str):
+        levels = logging.getLevelNamesMapping()
+        if level.upper() not in levels:
+            raise ValueError(f"unknown log level {level!r}")
+        level = levels[level.upper()]
+
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(include_content=include_content) if json else TextFormatter()
+    )
+    root = logging.getLogger()
+    if _installed is not None:
+        root.removeHandler(_installed)
+    root.addHandler(handler)
+    root.setLevel(level)
+    _installed = handler
+    return handler
