@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+from jobql.http.body_limit import BodyLimitMiddleware
 from jobql.http.graphql import GraphQLView
 from jobql.http.request_id import RequestIdMiddleware
 from jobql.providers.registry import ProviderRegistry
@@ -88,7 +89,14 @@ def create_app(
         Route("/readyz", readyz),
         Route("/metrics", metrics),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
+    )
 
 
 def announce_dev_key(key: str, settings: Settings) -> None:

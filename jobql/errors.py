@@ -104,7 +104,16 @@ class ConcurrencyLimitExceeded:
 
 
 @dataclass(frozen=True)
+class InjectionFinding:
+    """Which rule fired where; never the matched text."""
+
+    rule: str
+    path: str
+
+
+@dataclass(frozen=True)
 class PromptInjectionDetected:
+    findings: tuple[InjectionFinding, ...] = ()
     message: str = "The input looks like a prompt-injection attempt."
     code: ErrorCode = ErrorCode.PROMPT_INJECTION_DETECTED
 

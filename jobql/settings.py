@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     ws_allowed_origins: list[str] = Field(default_factory=list)
+    max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    # HTTP request bodies above this are refused with 413; task inputs above max_input_bytes
+    # (as JSON) get InvalidInput.
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_input_bytes: int = Field(default=256_000, ge=64)
 
     def limits_for(self, tier: str) -> TierLimits:
         return self.tier_limits.get(tier) or self.tier_limits.get("standard") or TierLimits()

@@ -22,6 +22,7 @@ from jobql.settings import Settings
 
 JOB_FIELDS = """
   id task tier status output result phase attempts lastSeq requestId idempotencyKey
+  securityFlags { rule path score }
   metadata input
   error { __typename code message retryable requestId
           ... on V1ProviderRateLimited { retryAfterSeconds }
@@ -42,6 +43,7 @@ mutation Submit($input: V1SubmitJobInput!, $key: String) {
     ... on V1RateLimited { retryAfterSeconds limit windowSeconds }
     ... on V1CostLimitExceeded { capUsd spentUsd reservedUsd resetsAt }
     ... on V1ConcurrencyLimitExceeded { limit active }
+    ... on V1PromptInjectionDetected { findings { rule path } }
   }
 }""".replace("JOB_FIELDS", JOB_FIELDS)
 

@@ -38,6 +38,7 @@ class GraphQLView(GraphQL[Context, None]):
             graphql_ide="graphiql" if settings.graphiql else None,
             connection_init_wait_timeout=timedelta(seconds=10),
             allowed_origins=settings.ws_allowed_origins,
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
         self.services = services
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobql.models.base import Base, utcnow
@@ -63,6 +63,8 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     phase: Mapped[str | None] = mapped_column(String(100), default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # Prompt-injection findings of a task whose policy is "flag": [{rule, path, score}].
+    flags: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
 
     input_tokens: Mapped[int] = mapped_column(default=0)
     output_tokens: Mapped[int] = mapped_column(default=0)

@@ -167,6 +167,17 @@ class TextFormatter(logging.Formatter):
         return f"{first} [{' '.join(ids)}]{newline}{rest}"
 
 
+CONTENT_ECHOING_LOGGERS = (
+    "aiosqlite",
+    "sqlalchemy.engine",
+    "asyncpg",
+    "websockets",
+    "uvicorn.protocols",
+    "broadcaster",
+    "redis",
+)
+
+
 def configure_logging(
     level: str | int = "INFO",
     json: bool = True,
@@ -196,5 +207,12 @@ def configure_logging(
         root.removeHandler(_installed)
     root.addHandler(handler)
     root.setLevel(level)
+    # These libraries' debug logs echo SQL parameters or wire frames, i.e. prompts and
+    # outputs (SQLAlchemy logs statements with parameters at INFO): keep them at WARNING
+    # unless content logging was asked for.
+    for name in CONTENT_ECHOING_LOGGERS:
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if include_content else max(level, logging.WARNING)
+        )
     _installed = handler
     return handler

@@ -95,6 +95,7 @@ class SubmitOutcome(StrEnum):
     INVALID_INPUT = "invalid_input"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     LIMIT_EXCEEDED = "limit_exceeded"  # rate, concurrency or cost limit of the caller
+    PROMPT_INJECTION = "prompt_injection"  # blocked by the task's injection policy
     ERROR = "error"  # an unexpected failure (masked as INTERNAL)
 
 

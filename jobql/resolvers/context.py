@@ -51,6 +51,8 @@ class Context:
         self.request_id = request_id
         # Set by Strawberry from the WebSocket connection_init payload.
         self.connection_params: dict[str, Any] | None = None
+        # Extra entries for the response's `extensions` (see ResponseExtensions).
+        self.extensions: dict[str, Any] = {}
         self._caller: Caller | None = None
 
     def credentials(self) -> str | None:

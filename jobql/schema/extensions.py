@@ -8,12 +8,17 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
 
-class RequestIdExtension(SchemaExtension):
-    """Put the request id in ``extensions.requestId`` of every response."""
+class ResponseExtensions(SchemaExtension):
+    """``extensions.requestId`` on every response, plus what resolvers put in
+    ``context.extensions`` (submitJob adds the job's cost and model)."""
 
     def get_results(self) -> dict[str, Any]:
-        request_id = getattr(self.execution_context.context, "request_id", None)
-        return {"requestId": request_id} if request_id else {}
+        context = self.execution_context.context
+        results: dict[str, Any] = dict(getattr(context, "extensions", None) or {})
+        request_id = getattr(context, "request_id", None)
+        if request_id:
+            results["requestId"] = request_id
+        return results
 
 
 def should_mask(error: GraphQLError) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,10 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobql.errors import (
+    InjectionFinding,
     InvalidInput,
     JobNotCancellable,
     LimitExceeded,
     NotFound,
+    PromptInjectionDetected,
     RateLimited,
     Violation,
 )
@@ -37,6 +40,7 @@ from jobql.repositories.jobs import JobRepository, PageCursor
 from jobql.repositories.principals import PrincipalRepository
 from jobql.repositories.usage import UsageRepository
 from jobql.services.auth import Caller
+from jobql.services.injection import HeuristicDetector, InjectionDetector, screen
 from jobql.services.inputs import (
     check_idempotency_key,
     fingerprint,
@@ -53,6 +57,8 @@ from jobql.services.ratelimit import RateLimiter, RateState
 from jobql.settings import Settings
 from jobql.tasks import TaskRegistry
 from jobql.tasks.contracts import MICROS_PER_DOLLAR
+
+log = logging.getLogger(__name__)
 
 MAX_METADATA_BYTES = 4096
 MAX_CANCEL_REASON = 500
@@ -106,6 +112,11 @@ def decode_cursor(cursor: str) -> PageCursor:
         raise InvalidCursor("invalid cursor") from exc
 
 
+SubmitOutcomeType = (
+    Submitted | InvalidInput | IdempotencyKeyReused | LimitExceeded | PromptInjectionDetected
+)
+
+
 def _outcome_label(outcome: object) -> SubmitOutcome:
     if isinstance(outcome, Submitted):
         return SubmitOutcome.DEDUPLICATED if outcome.deduplicated else SubmitOutcome.CREATED
@@ -113,6 +124,8 @@ def _outcome_label(outcome: object) -> SubmitOutcome:
         return SubmitOutcome.INVALID_INPUT
     if isinstance(outcome, IdempotencyKeyReused):
         return SubmitOutcome.IDEMPOTENCY_KEY_REUSED
+    if isinstance(outcome, PromptInjectionDetected):
+        return SubmitOutcome.PROMPT_INJECTION
     return SubmitOutcome.LIMIT_EXCEEDED
 
 
@@ -136,6 +149,7 @@ class JobService:
         tasks: TaskRegistry,
         rate_limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
+        detector: InjectionDetector | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -144,14 +158,13 @@ class JobService:
         self.tasks = tasks
         self.rate_limiter = rate_limiter
         self.metrics = metrics or Metrics()
+        self.detector = detector or HeuristicDetector()
         # The rate-limit state of the current request's submit, for the RateLimit headers.
         self.last_rate: ContextVar[RateState | None] = ContextVar("jobql_rate", default=None)
 
     # -- submit --------------------------------------------------------------------------
 
-    async def submit(
-        self, caller: Caller, req: SubmitRequest
-    ) -> Submitted | InvalidInput | IdempotencyKeyReused | LimitExceeded:
+    async def submit(self, caller: Caller, req: SubmitRequest) -> SubmitOutcomeType:
         """Store the job (or answer why not); with ``wait``, hold for its end."""
         started = time.perf_counter()
         try:
@@ -162,6 +175,7 @@ class JobService:
         self.metrics.observe_submit(time.perf_counter() - started, _outcome_label(outcome))
         if isinstance(outcome, Submitted) and not outcome.deduplicated:
             self.metrics.job_submitted(outcome.job.task)
+            log.info("job submitted", extra={"job_id": outcome.job.id, "task": outcome.job.task})
             if req.wait_seconds:
                 task = self.tasks.get(outcome.job.api_version, outcome.job.task)
                 cap = task.max_wait_seconds if task else 0
@@ -169,14 +183,16 @@ class JobService:
                 return Submitted(job=job, deduplicated=False)
         return outcome
 
-    async def _submit(
-        self, caller: Caller, req: SubmitRequest
-    ) -> Submitted | InvalidInput | IdempotencyKeyReused | LimitExceeded:
+    async def _submit(self, caller: Caller, req: SubmitRequest) -> SubmitOutcomeType:
         task = self.tasks.get(req.api_version, req.task)
         if task is None:
             return _invalid("task", f"Unknown task {req.task[:100]!r}; see the `tasks` query.")
         if not isinstance(req.input, dict):
             return _invalid("input", "The input must be a JSON object.")
+        if len(json.dumps(req.input)) > self.settings.max_input_bytes:
+            return _invalid(
+                "input", f"The input must be at most {self.settings.max_input_bytes} bytes of JSON."
+            )
         if (problem := validate_task_input(task.input_schema, req.input)) is not None:
             return problem
         if req.idempotency_key is not None and (
@@ -210,6 +226,11 @@ class JobService:
             )
 
         task_input = with_defaults(task.input_schema, req.input)
+        screened = screen(self.detector, task.injection, task_input)
+        if screened.blocked:
+            return PromptInjectionDetected(
+                findings=tuple(InjectionFinding(f.rule, f.path) for f in screened.findings)
+            )
         job_fingerprint = fingerprint(
             {
                 "task": task.name,
@@ -236,6 +257,8 @@ class JobService:
             input_fingerprint=job_fingerprint,
             idempotency_key=req.idempotency_key,
             job_metadata=req.metadata,
+            flags=[{"rule": f.rule, "path": f.path, "score": f.score} for f in screened.findings]
+            or None,
             request_id=req.request_id,
             max_cost_micros=max_cost_micros,
             max_attempts=self.settings.max_attempts,

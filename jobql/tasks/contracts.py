@@ -12,6 +12,28 @@ from typing import Any
 MICROS_PER_DOLLAR = 1_000_000
 
 
+class InjectionPolicy(StrEnum):
+    BLOCK = "block"
+    FLAG = "flag"
+    OFF = "off"
+
+
+def parse_policy(value: str) -> InjectionPolicy:
+    """The policy named by ``value`` (case and surrounding blanks ignored), or ValueError."""
+    choices = ", ".join(repr(p.value) for p in InjectionPolicy)
+    if not isinstance(value, str):
+        raise ValueError(
+            f"prompt-injection policy must be a string, one of {choices}; "
+            f"got {type(value).__name__} {value!r}"
+        )
+    try:
+        return InjectionPolicy(value.strip().lower())
+    except ValueError:
+        raise ValueError(
+            f"unknown prompt-injection policy {value!r}; expected one of {choices}"
+        ) from None
+
+
 class Tier(StrEnum):
     SIMPLE = "simple"
     GENERATIVE = "generative"
@@ -66,6 +88,8 @@ class TaskContract:
     max_output_tokens: int
     deadline_seconds: int
     provider_options: Mapping[str, Any] = field(default_factory=dict)
+    # Prompt-injection screening of the input at submit: block, flag or off.
+    injection: InjectionPolicy = InjectionPolicy.FLAG
 
     @property
     def max_wait_seconds(self) -> int:

@@ -11,11 +11,13 @@ from jsonschema.exceptions import SchemaError
 
 from jobql.tasks.contracts import (
     DEFAULT_DEADLINE_SECONDS,
+    InjectionPolicy,
     ModelRef,
     Pricing,
     TaskContract,
     TaskRegistry,
     Tier,
+    parse_policy,
 )
 
 
@@ -73,6 +75,7 @@ def _parse_task(api_version: str, name: str, spec: dict[str, Any]) -> TaskContra
                 spec.get("deadline_seconds", DEFAULT_DEADLINE_SECONDS[tier]), "deadline_seconds"
             ),
             provider_options=dict(model.get("options", {})),
+            injection=parse_policy(spec.get("injection", InjectionPolicy.FLAG.value)),
         )
     except KeyError as exc:
         raise TaskConfigError(f"{where}: missing key {exc}") from exc

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -27,12 +28,15 @@ from jobql.models.base import utcnow
 from jobql.observability.metrics import Metrics
 from jobql.providers.registry import ProviderRegistry
 from jobql.repositories.jobs import JobRepository
+from jobql.repositories.usage import UsageRepository
 from jobql.settings import Settings
 from jobql.tasks import TaskRegistry
 from jobql.worker.pump import StopReason
 from jobql.worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
+
+PURGE_EVERY_SECONDS = 600.0
 
 
 class Worker:
@@ -186,15 +190,25 @@ class Worker:
     # -- leases --------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
+        next_purge = 0.0
         while True:
             await asyncio.sleep(self.settings.lease_renew_seconds)
             try:
                 await self.renew_leases()
                 await self.rescue_expired()
+                if (now := time.monotonic()) >= next_purge:
+                    next_purge = now + PURGE_EVERY_SECONDS
+                    await self.purge_idempotency_keys()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("lease maintenance failed")
+
+    async def purge_idempotency_keys(self) -> None:
+        """Forget idempotency keys older than the window (submit also checks lazily)."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.idempotency_window_seconds)
+        async with self.sessions() as session, session.begin():
+            await JobRepository(session).purge_idempotency_keys(cutoff)
 
     async def renew_leases(self) -> None:
         held = list(self.runners)
@@ -241,6 +255,14 @@ class Worker:
                         },
                     )
                     requeued = False
+                    if event is not None:
+                        await UsageRepository(session).add(
+                            job.principal_id,
+                            utcnow().date(),
+                            input_tokens=job.input_tokens,
+                            output_tokens=job.output_tokens,
+                            cost_micros=job.cost_micros,
+                        )
             if event is not None:
                 self.metrics.job_finished(job.task, "CANCELLED" if cancelled else "FAILED")
                 await self.publisher.publish(event)

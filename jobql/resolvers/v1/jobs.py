@@ -143,6 +143,7 @@ async def submit_job(
     if isinstance(outcome, IdempotencyKeyReused):
         return mapping.key_reused(outcome, ctx.request_id)
     if isinstance(outcome, Submitted):
+        ctx.extensions["job"] = mapping.cost_extension(outcome.job)
         return V1SubmitJobSuccess(job=mapping.job(outcome.job), deduplicated=outcome.deduplicated)
     return mapping.limit_error(outcome, ctx.request_id)
 

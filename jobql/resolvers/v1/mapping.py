@@ -35,7 +35,15 @@ from jobql.schema.v1.events import (
     V1OutputDelta,
     V1Progress,
 )
-from jobql.schema.v1.types import V1Contract, V1Job, V1Model, V1Pricing, V1Task, V1Usage
+from jobql.schema.v1.types import (
+    V1Contract,
+    V1Job,
+    V1Model,
+    V1Pricing,
+    V1SecurityFlag,
+    V1Task,
+    V1Usage,
+)
 from jobql.services.jobs import IdempotencyKeyReused
 from jobql.tasks import TaskContract
 from jobql.tasks.contracts import MICROS_PER_DOLLAR
@@ -138,7 +146,10 @@ def limit_error(
         )
     if isinstance(error, ConcurrencyLimitExceeded):
         return e.V1ConcurrencyLimitExceeded(**common, limit=error.limit, active=error.active)
-    return e.V1PromptInjectionDetected(**common)
+    return e.V1PromptInjectionDetected(
+        **common,
+        findings=[e.V1InjectionFinding(rule=f.rule, path=f.path) for f in error.findings],
+    )
 
 
 def usage(input_tokens: int, output_tokens: int, cost_micros: int) -> V1Usage:
@@ -162,6 +173,10 @@ def job(row: Job) -> V1Job:
         phase=row.phase,
         # The error belongs to the job, so it carries the request id of the submit.
         error=job_error(JobError.from_json(row.error), row.request_id) if row.error else None,
+        security_flags=[
+            V1SecurityFlag(rule=f["rule"], path=f["path"], score=f["score"])
+            for f in row.flags or []
+        ],
         usage=usage(row.input_tokens, row.output_tokens, row.cost_micros),
         contract=V1Contract(
             api_version=row.api_version,
@@ -178,6 +193,17 @@ def job(row: Job) -> V1Job:
         deadline_at=row.deadline_at,
         cancel_requested_at=row.cancel_requested_at,
     )
+
+
+def cost_extension(row: Job) -> dict[str, Any]:
+    """What submitJob adds to the response's extensions: cost so far (final when the job
+    finished within `wait`) and the model that runs it."""
+    return {
+        "id": row.id,
+        "status": row.status,
+        "costUsd": row.cost_micros / MICROS_PER_DOLLAR,
+        "model": {"provider": row.provider, "name": row.model_name, "version": row.model_version},
+    }
 
 
 def task(contract: TaskContract) -> V1Task:

@@ -75,9 +75,18 @@ class V1ConcurrencyLimitExceeded(V1Error):
     active: int
 
 
-@strawberry.type(description="The input looks like a prompt-injection attempt.")
+@strawberry.type(description="Which detection rule fired on which input field.")
+class V1InjectionFinding:
+    rule: str
+    path: str
+
+
+@strawberry.type(
+    description="The input looks like a prompt-injection attempt; the task's "
+    "policy is to refuse it. Nothing was created."
+)
 class V1PromptInjectionDetected(V1Error):
-    pass
+    findings: list[V1InjectionFinding]
 
 
 @strawberry.type

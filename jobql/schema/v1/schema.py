@@ -18,7 +18,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.schema.config import StrawberryConfig
 
 from jobql.resolvers.v1 import jobs as r
-from jobql.schema.extensions import MaskInternalErrors, RequestIdExtension, should_mask
+from jobql.schema.extensions import MaskInternalErrors, ResponseExtensions, should_mask
 from jobql.schema.v1 import errors as e
 from jobql.schema.v1.enums import V1JobStatus
 from jobql.schema.v1.events import (
@@ -114,7 +114,7 @@ def build_schema(
         rules.append(NoSchemaIntrospectionCustomRule)
     # Factories, not instances: Strawberry builds fresh extensions for every operation.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
-        RequestIdExtension,
+        ResponseExtensions,
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: ParserCache(maxsize=256),
         lambda: AddValidationRules(rules),

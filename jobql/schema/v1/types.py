@@ -36,6 +36,16 @@ class V1Usage:
         return self.input_tokens + self.output_tokens
 
 
+@strawberry.type(
+    description="A prompt-injection finding on the job's input (the task's "
+    "policy is to flag, not refuse)."
+)
+class V1SecurityFlag:
+    rule: str
+    path: str
+    score: float
+
+
 @strawberry.type(description="A unit of AI work.")
 class V1Job:
     id: strawberry.ID
@@ -50,6 +60,7 @@ class V1Job:
     )
     phase: str | None
     error: V1Error | None
+    security_flags: list[V1SecurityFlag]
     usage: V1Usage
     contract: V1Contract
     attempts: int
