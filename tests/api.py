@@ -12,9 +12,11 @@ import httpx
 import uvicorn
 from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
+from sqlalchemy import update
 from starlette.applications import Starlette
 
 from jobql.app import create_app
+from jobql.models import Job
 from jobql.providers.registry import ProviderRegistry
 from jobql.providers.simulated import SimulatedProvider
 from jobql.runtime import Runtime
@@ -111,6 +113,11 @@ class Server:
 
     async def client(self, name: str = "tester") -> Api:
         return Api(self, await self.new_key(name))
+
+    async def update_job(self, job_id: str, **values: Any) -> None:
+        """Change a job row behind the service's back (to stage lost signals or workers)."""
+        async with self.runtime.sessions() as db, db.begin():
+            await db.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
 @contextlib.asynccontextmanager
@@ -212,6 +219,14 @@ class Api:
             async for item in session.subscribe(events_request(job_id, after)):
                 collected.append(item["jobEvents"])
         return collected
+
+    async def wait_for_event(self, job_id: str, typename: str, timeout: float = 20) -> None:
+        """Follow the job's stream until an event of this type arrives, then disconnect."""
+        async with asyncio.timeout(timeout), self.ws() as session:
+            async for item in session.subscribe(events_request(job_id)):
+                if item["jobEvents"]["__typename"] == typename:
+                    return
+        raise AssertionError(f"the stream of {job_id} ended without {typename}")
 
     async def wait_finished(self, job_id: str, timeout: float = 20) -> dict[str, Any]:
         """Follow the job's stream to its end, then read the job."""

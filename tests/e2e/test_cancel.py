@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import update
-
-from jobql.models import Job
 from jobql.models.base import utcnow
 from jobql.settings import Settings
 from tests.api import Api, Server, events_request, serve, stored, text_of
@@ -98,14 +95,8 @@ async def test_missed_cancel_signal_is_seen_on_the_lease_heartbeat(
 ) -> None:
     """The cancel is committed but its pub/sub signal never sent: the worker still stops."""
     job = await api.submit_ok("hang", {"topic": "lost signal"})
-    async with api.ws() as session:
-        async for item in session.subscribe(events_request(job["id"])):
-            if item["jobEvents"]["__typename"] == "V1Progress":
-                break
-    async with server.runtime.sessions() as db, db.begin():
-        await db.execute(
-            update(Job).where(Job.id == job["id"]).values(cancel_requested_at=utcnow())
-        )
+    await api.wait_for_event(job["id"], "V1Progress")
+    await server.update_job(job["id"], cancel_requested_at=utcnow())
     finished = await api.wait_finished(job["id"], timeout=10)
     assert finished["status"] == "CANCELLED"
     assert server.provider.records[f"{job['id']}:1"].closed

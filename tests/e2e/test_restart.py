@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import update
-
-from jobql.models import Job, JobStatus
+from jobql.models import JobStatus
 from jobql.models.base import utcnow
 from jobql.settings import Settings
-from tests.api import events_request, serve, stored
+from tests.api import serve, stored
 
 
 async def test_restart_loses_nothing_acknowledged(settings: Settings) -> None:
@@ -19,10 +17,7 @@ async def test_restart_loses_nothing_acknowledged(settings: Settings) -> None:
         key = api.key
         running = await api.submit_ok("slow", {"topic": "interrupted"})
         queued = [(await api.submit_ok("echo", {"topic": f"q{i}"}))["id"] for i in range(3)]
-        async with api.ws() as session:
-            async for item in session.subscribe(events_request(running["id"])):
-                if item["jobEvents"]["__typename"] == "V1OutputDelta":
-                    break
+        await api.wait_for_event(running["id"], "V1OutputDelta")
         await api.aclose()
     # The server is gone with one job mid-stream and three queued.
 
@@ -57,17 +52,13 @@ async def test_job_of_a_vanished_worker_is_rescued(settings: Settings) -> None:
         key = api.key
         job = await api.submit_ok("echo", {"topic": "orphan"})
         # A worker claimed it, then died: its lease ran out.
-        async with server.runtime.sessions() as db, db.begin():
-            await db.execute(
-                update(Job)
-                .where(Job.id == job["id"])
-                .values(
-                    status=JobStatus.RUNNING.value,
-                    attempts=1,
-                    lease_owner="ghost",
-                    lease_expires_at=utcnow() - timedelta(seconds=1),
-                )
-            )
+        await server.update_job(
+            job["id"],
+            status=JobStatus.RUNNING.value,
+            attempts=1,
+            lease_owner="ghost",
+            lease_expires_at=utcnow() - timedelta(seconds=1),
+        )
         await api.aclose()
     async with serve(fast_leases) as server:
         from tests.api import Api
@@ -84,17 +75,11 @@ async def test_job_past_its_last_attempt_fails_as_worker_lost(settings: Settings
     async with serve(fast_leases) as server:
         api = await server.client()
         job = await api.submit_ok("hang", {"topic": "cursed"})
-        async with api.ws() as session:
-            async for item in session.subscribe(events_request(job["id"])):
-                if item["jobEvents"]["__typename"] == "V1Progress":
-                    break
+        await api.wait_for_event(job["id"], "V1Progress")
         # Another worker's view: this job's lease holder is gone.
-        async with server.runtime.sessions() as db, db.begin():
-            await db.execute(
-                update(Job)
-                .where(Job.id == job["id"])
-                .values(lease_owner="ghost", lease_expires_at=utcnow() - timedelta(seconds=1))
-            )
+        await server.update_job(
+            job["id"], lease_owner="ghost", lease_expires_at=utcnow() - timedelta(seconds=1)
+        )
         events = await api.events(job["id"])
         assert events[-1]["__typename"] == "V1JobFailed"
         assert events[-1]["error"]["code"] == "WORKER_LOST"
