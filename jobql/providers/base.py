@@ -22,6 +22,12 @@ class ProviderRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+def count_tokens(text: str) -> int:
+    """A rough token count (whitespace words): for estimates before a provider reports the
+    real usage, and the simulated provider's own accounting."""
+    return len(text.split())
+
+
 @dataclass(frozen=True)
 class TextDelta:
     text: str

@@ -33,6 +33,7 @@ from jobql.providers.base import (
     ProviderRequest,
     TextDelta,
     Usage,
+    count_tokens,
 )
 
 _WORDS = [
@@ -103,10 +104,6 @@ class StreamRecord:
     finished: bool = False
     closed: bool = False
     closed_at_tokens: int | None = None
-
-
-def count_tokens(text: str) -> int:
-    return len(text.split())
 
 
 def _seeded(prompt: str) -> random.Random:

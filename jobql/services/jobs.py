@@ -35,7 +35,7 @@ from jobql.models import Job, JobStatus
 from jobql.models.base import utcnow
 from jobql.models.jobs import TERMINAL
 from jobql.observability.metrics import Metrics, SubmitOutcome
-from jobql.providers.simulated import count_tokens
+from jobql.providers.base import count_tokens
 from jobql.repositories.jobs import JobRepository, PageCursor
 from jobql.repositories.principals import PrincipalRepository
 from jobql.repositories.usage import UsageRepository

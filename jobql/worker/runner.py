@@ -20,9 +20,15 @@ from jobql.models import Job, JobStatus
 from jobql.models.base import utcnow
 from jobql.observability.logging import bind_job_id
 from jobql.observability.metrics import Metrics
-from jobql.providers.base import Progress, ProviderError, ProviderRequest, TextDelta, Usage
+from jobql.providers.base import (
+    Progress,
+    ProviderError,
+    ProviderRequest,
+    TextDelta,
+    Usage,
+    count_tokens,
+)
 from jobql.providers.registry import ProviderRegistry
-from jobql.providers.simulated import count_tokens
 from jobql.repositories.jobs import JobRepository
 from jobql.repositories.usage import UsageRepository
 from jobql.tasks import TaskContract

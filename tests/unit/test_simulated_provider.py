@@ -18,8 +18,9 @@ from jobql.providers.base import (
     ProviderRequest,
     TextDelta,
     Usage,
+    count_tokens,
 )
-from jobql.providers.simulated import SimulatedProvider, StreamRecord, count_tokens
+from jobql.providers.simulated import SimulatedProvider, StreamRecord
 
 FAST = {"tokens_per_second": 0, "ttft_ms": 0}
 
