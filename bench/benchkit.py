@@ -10,6 +10,8 @@ import contextlib
 import json
 import math
 import os
+import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -222,22 +224,56 @@ def jobql_env(workdir: Path, **settings: str) -> dict[str, str]:
     )
 
 
-def create_api_key(workdir: Path, env: Mapping[str, str]) -> str:
-    """`jobql keys create` migrates the database and prints a new key."""
+def jobql_cli(
+    workdir: Path, env: Mapping[str, str], *args: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `jobql ARGS` in ``workdir`` (so no stray .env file is read), bounded in time."""
     workdir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [str(BIN_DIR / "jobql"), "keys", "create", "--name", "bench"],
+    return subprocess.run(
+        [str(BIN_DIR / "jobql"), *args],
         env=dict(env),
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
+
+
+def create_api_key(workdir: Path, env: Mapping[str, str]) -> str:
+    """`jobql keys create` migrates the database and prints a new key."""
+    done = jobql_cli(workdir, env, "keys", "create", "--name", "bench")
     key = done.stdout.strip()
     if done.returncode != 0 or not key.startswith("jq_"):
         raise BenchError(f"jobql keys create failed: {done.stderr.strip()[-2000:]}")
     return key
+
+
+def set_key_limits(
+    workdir: Path,
+    env: Mapping[str, str],
+    key: str,
+    *,
+    rate: str,
+    cost_per_day: float,
+    max_active: int,
+) -> None:
+    """`jobql keys set-limits` for the caller owning ``key`` (its prefix: first 10 chars)."""
+    done = jobql_cli(
+        workdir,
+        env,
+        "keys",
+        "set-limits",
+        key[:10],
+        "--rate",
+        rate,
+        "--cost-per-day",
+        str(cost_per_day),
+        "--max-active",
+        str(max_active),
+    )
+    if done.returncode != 0:
+        raise BenchError(f"jobql keys set-limits failed: {done.stderr.strip()[-2000:]}")
 
 
 async def wait_healthy(server: Server, timeout: float = 30.0) -> None:
@@ -279,22 +315,109 @@ def spawn(
     return Server(name, process, port, log_path)
 
 
+# High enough that no benchmark is ever refused (rate: submits per 60 s).
+UNLIMITED_RATE, UNLIMITED_COST_PER_DAY, UNLIMITED_ACTIVE = "1000000/60", 1_000_000.0, 1_000_000
+
+
+def lift_key_limits(workdir: Path, env: Mapping[str, str], key: str) -> None:
+    set_key_limits(
+        workdir,
+        env,
+        key,
+        rate=UNLIMITED_RATE,
+        cost_per_day=UNLIMITED_COST_PER_DAY,
+        max_active=UNLIMITED_ACTIVE,
+    )
+
+
 @contextlib.asynccontextmanager
-async def running_jobql(
-    workdir: Path, name: str = "jobql", **settings: str
+async def serving_jobql(
+    workdir: Path, env: Mapping[str, str], api_key: str, name: str = "jobql"
 ) -> AsyncIterator[Server]:
-    """`jobql serve` on a fresh SQLite file in ``workdir`` with its own API key."""
-    env = jobql_env(workdir, **settings)
-    key = await asyncio.to_thread(create_api_key, workdir, env)
+    """`jobql serve` with ``env`` (database already migrated, ``api_key`` already made)."""
     port = free_port()
     command = [str(BIN_DIR / "jobql"), "serve", "--host", HOST, "--port", str(port)]
     server = spawn(name, command, env, workdir, port)
-    server.api_key = key
+    server.api_key = api_key
     try:
         await wait_healthy(server)
         yield server
     finally:
         stop_server(server)
+
+
+@contextlib.asynccontextmanager
+async def running_jobql(
+    workdir: Path, name: str = "jobql", **settings: str
+) -> AsyncIterator[Server]:
+    """`jobql serve` on a fresh SQLite file in ``workdir`` with its own API key. Limits stay
+    on (the default) but the key's are lifted so that no benchmark request is refused."""
+    env = jobql_env(workdir, **settings)
+    key = await asyncio.to_thread(create_api_key, workdir, env)
+    await asyncio.to_thread(lambda: lift_key_limits(workdir, env, key))
+    async with serving_jobql(workdir, env, key, name) as server:
+        yield server
+
+
+# -- PostgreSQL and Redis on 127.0.0.1 ----------------------------------------------------
+
+POSTGRES_PORT = 5432
+REDIS_URL = f"redis://{HOST}:6379/0"
+
+
+def postgres_url(database: str) -> str:
+    return f"postgresql+asyncpg://postgres@{HOST}:{POSTGRES_PORT}/{database}"
+
+
+PSQL = ("psql", "-h", HOST, "-p", str(POSTGRES_PORT), "-U", "postgres")
+
+
+def psql(sql: str, database: str = "postgres", timeout: float = 30.0) -> None:
+    """Run one SQL command on the local PostgreSQL server as postgres (bounded in time)."""
+    if shutil.which("psql") is None:
+        raise BenchError("psql not found")
+    try:
+        done = subprocess.run(
+            [*PSQL, "-d", database, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-c", sql],
+            env=_clean_env({"PGCONNECT_TIMEOUT": "5"}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"psql timed out after {timeout:.0f}s") from exc
+    if done.returncode != 0:
+        raise BenchError(f"psql failed: {done.stderr.strip()[-500:]}")
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(prefix: str = "jobql_bench") -> AsyncIterator[str]:
+    """CREATE DATABASE <prefix>_<random> on the local server, yield its SQLAlchemy URL, drop
+    it afterwards. Raises BenchError (with the reason) if PostgreSQL is unreachable."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    await asyncio.to_thread(psql, f"CREATE DATABASE {name}")
+    try:
+        yield postgres_url(name)
+    finally:
+        with contextlib.suppress(BenchError):
+            await asyncio.to_thread(psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def redis_reachable(url: str = REDIS_URL, timeout: float = 2.0) -> str | None:
+    """None if a Redis server answers PING at ``url``'s host and port, else the reason."""
+    rest = url.split("://", 1)[1].split("/", 1)[0]
+    host, _, port = rest.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError as exc:
+        return f"Redis at {host}:{port} unreachable ({exc.__class__.__name__}: {exc})"
+    if not answer.startswith(b"+PONG"):
+        return f"Redis at {host}:{port} answered {answer[:40]!r} to PING"
+    return None
 
 
 @contextlib.asynccontextmanager

@@ -3,9 +3,14 @@
     .venv/bin/python bench/run.py            # print the report
     .venv/bin/python bench/run.py --write    # ... and update docs/benchmarks.md
     .venv/bin/python bench/run.py --quick    # small counts, to check the scripts work
+    .venv/bin/python bench/run.py --only limits   # one benchmark (--write would replace
+                                                  # the whole generated section with it)
 
 Each benchmark gets a fresh `jobql serve` (embedded default: SQLite file in a temp dir,
 memory:// bus, inline worker, tasks from bench/tasks.toml) on 127.0.0.1 and a free port.
+The limits benchmark (4) also runs on a fresh database on the local PostgreSQL server
+(127.0.0.1:5432, created and dropped by the run; skipped with the reason if unreachable)
+and, with Redis at 127.0.0.1:6379, with the Redis-backed rate limiter.
 The machine may be shared and noisy, so every number comes with a baseline measured in the
 same run, and the report gives ratios. Latency targets are reported, never asserted.
 """
@@ -14,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,19 +35,25 @@ from pathlib import Path
 
 from bench_first_delta import TARGET_P99_MS as FIRST_DELTA_TARGET_MS
 from bench_first_delta import FirstDeltaResult, run_first_delta_bench
+from bench_limits import BASELINE as LIMITS_BASELINE
+from bench_limits import REDIS_CONFIG, LimitsResult, run_limits_bench
+from bench_limits import TARGET_ADDED_P50_MS as LIMITS_TARGET_MS
 from bench_stream import StreamResult, run_stream_bench
 from bench_submit import TARGET_P99_MS as SUBMIT_TARGET_MS
 from bench_submit import PacedResult, SubmitResult, run_paced_submit_bench, run_submit_bench
 from benchkit import (
     REPO_DIR,
+    BenchError,
     CpuUse,
     Summary,
     fmt_ms,
     fmt_rate,
     fmt_ratio,
+    fresh_postgres_database,
     machine_info,
     md_table,
     ratio,
+    redis_reachable,
     running_jobql,
     running_raw_ws,
 )
@@ -48,6 +62,7 @@ DOC = REPO_DIR / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench/run.py: generated results begin -->"
 END = "<!-- bench/run.py: generated results end -->"
 STREAM_CONFIGS = (("coalesce 25 ms", "25"), ("coalesce 0", "0"))
+BENCHMARKS = ("submit", "first-delta", "stream", "limits")
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,9 @@ class Sizes:
     first_delta_single: int
     concurrency: int
     stream_repeats: int
+    limits_rounds: int
+    limits_per_block: int
+    limits_step_samples: int
 
 
 FULL = Sizes(
@@ -75,6 +93,9 @@ FULL = Sizes(
     first_delta_single=40,
     concurrency=5,
     stream_repeats=3,
+    limits_rounds=16,
+    limits_per_block=25,
+    limits_step_samples=200,
 )
 QUICK = Sizes(
     clients=20,
@@ -87,6 +108,9 @@ QUICK = Sizes(
     first_delta_single=5,
     concurrency=5,
     stream_repeats=1,
+    limits_rounds=2,
+    limits_per_block=10,
+    limits_step_samples=20,
 )
 
 
@@ -99,6 +123,7 @@ class Results:
     first_delta: FirstDeltaResult | None = None
     first_delta_single: FirstDeltaResult | None = None
     stream: StreamResult | None = None
+    limits: list[LimitsResult] | None = None
 
 
 def log(message: str) -> None:
@@ -108,7 +133,7 @@ def log(message: str) -> None:
 async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
     results = Results()
     if "submit" in only:
-        log("1/3 submitJob acknowledgement latency")
+        log("1/4 submitJob acknowledgement latency")
         async with running_jobql(workdir / "submit") as server:
             # One client first (no queueing: the unloaded latency), then the real load.
             results.submit_single = await run_submit_bench(
@@ -117,14 +142,14 @@ async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
             results.submit = await run_submit_bench(
                 server, clients=sizes.clients, per_client=sizes.per_client, rounds=sizes.rounds
             )
-            log("1/3 the same clients, paced well below saturation")
+            log("1/4 the same clients, paced well below saturation")
             results.submit_paced = await run_paced_submit_bench(
                 server,
                 clients=sizes.clients,
                 count=sizes.paced_count,
                 interval=sizes.paced_interval,
             )
-        log("1/3 (diagnostic) the same with no worker running")
+        log("1/4 (diagnostic) the same with no worker running")
         async with running_jobql(workdir / "submit-no-worker", inline_worker="false") as server:
             results.submit_no_worker = await run_submit_bench(
                 server,
@@ -134,7 +159,7 @@ async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
                 drain=False,
             )
     if "first-delta" in only:
-        log("2/3 submit -> first OutputDelta")
+        log("2/4 submit -> first OutputDelta")
         async with running_jobql(workdir / "first-delta") as server:
             # One lane first: the latency of the pipeline itself, without contention.
             results.first_delta_single = await run_first_delta_bench(
@@ -147,14 +172,53 @@ async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
         results.stream = StreamResult()
         async with running_raw_ws(workdir / "raw-ws") as raw:
             for label, coalesce_ms in STREAM_CONFIGS:
-                log(f"3/3 stream throughput, {label}")
+                log(f"3/4 stream throughput, {label}")
                 async with running_jobql(
                     workdir / f"stream-{coalesce_ms}", coalesce_ms=coalesce_ms
                 ) as server:
                     await run_stream_bench(
                         server, raw, results.stream, label=label, repeats=sizes.stream_repeats
                     )
+    if "limits" in only:
+        results.limits = await run_limits(sizes, workdir / "limits")
     return results
+
+
+async def run_limits(sizes: Sizes, workdir: Path) -> list[LimitsResult]:
+    bench = functools.partial(
+        run_limits_bench,
+        rounds=sizes.limits_rounds,
+        per_block=sizes.limits_per_block,
+        step_samples=sizes.limits_step_samples,
+    )
+    log("4/4 idempotency key + limits, SQLite")
+    out = [
+        await bench(
+            workdir / "sqlite",
+            database="SQLite",
+            database_url=f"sqlite+aiosqlite:///{workdir / 'sqlite' / 'x.db'}",
+            with_redis=False,
+        )
+    ]
+    redis_problem = await asyncio.to_thread(redis_reachable)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(fresh_postgres_database())
+        except BenchError as exc:
+            log(f"4/4 PostgreSQL skipped: {exc}")
+            out.append(LimitsResult("PostgreSQL", skipped=f"PostgreSQL unreachable: {exc}"))
+            return out
+        log("4/4 idempotency key + limits, PostgreSQL" + ("" if redis_problem else " (+ Redis)"))
+        out.append(
+            await bench(
+                workdir / "postgresql",
+                database="PostgreSQL",
+                database_url=url,
+                with_redis=redis_problem is None,
+                redis_skipped=redis_problem,
+            )
+        )
+    return out
 
 
 # -- report -------------------------------------------------------------------------------
@@ -274,7 +338,47 @@ def report_summary(r: Results) -> str:
                     "",
                 ]
             )
+    for lr in r.limits or ():
+        rows += limits_summary_rows(lr)
     return md_table(["Benchmark", "Measured", "Target", "Baseline (same run)", "Ratio", ""], rows)
+
+
+def fmt_delta(value: float) -> str:
+    return f"{value:+.1f}" if abs(value) < 100 else f"{value:+.0f}"
+
+
+def limits_summary_rows(lr: LimitsResult) -> list[list[str]]:
+    target = f"<= {LIMITS_TARGET_MS:.0f} ms"
+    if lr.skipped:
+        return [
+            [
+                f"submitJob + key + 3 limits, added p50, {lr.database}",
+                "skipped",
+                target,
+                lr.skipped,
+                "",
+                "",
+            ]
+        ]
+    rows = []
+    base = lr.runs[LIMITS_BASELINE].summary
+    for name in ("on", REDIS_CONFIG.name):
+        if name not in lr.runs:
+            continue
+        on = lr.runs[name].summary
+        added = lr.added_p50(name)
+        limiter = ", Redis rate limiter" if name == REDIS_CONFIG.name else ""
+        rows.append(
+            [
+                f"submitJob + key + 3 limits, added p50, {lr.database}{limiter} (1 client)",
+                f"{fmt_delta(added)} ms (p50 {fmt_ms(on.p50)} ms)",
+                target,
+                f"same submit, no key, limits off: p50 {fmt_ms(base.p50)} ms",
+                fmt_ratio(ratio(on.p50, base.p50)),
+                verdict(added, LIMITS_TARGET_MS),
+            ]
+        )
+    return rows
 
 
 def submit_rows(name: str, s: SubmitResult) -> list[list[str]]:
@@ -443,6 +547,118 @@ def report_stream(r: Results) -> str:
     )
 
 
+def report_limits(r: Results) -> str:
+    assert r.limits
+    ran = [lr for lr in r.limits if not lr.skipped]
+    intro = (
+        "Per database: a fresh database, one caller (`jobql keys create`, then `jobql keys "
+        "set-limits <prefix> --rate 1000000/60 --cost-per-day 1000000 --max-active 1000000`, "
+        "so nothing is refused) and servers identical but for `JOBQL_ENFORCE_LIMITS=false` / "
+        "`true` (and `true` with `JOBQL_REDIS_URL=redis://127.0.0.1:6379/0`: rate counters in "
+        "Redis instead of memory), all with `JOBQL_INLINE_WORKER=false`, so only the "
+        "acknowledgement runs and the submitted jobs stay QUEUED: the caller's active jobs "
+        "grow through the run, which the concurrency check's count query sees. One client, "
+        "sequential submits of `bench_short`, one keep-alive connection per server, the same "
+        'GraphQL document everywhere (`idempotencyKey: $k`, null for "no key"; a fresh key '
+        "per submit otherwise). "
+    )
+    if ran:
+        lr0 = ran[0]
+        intro += (
+            f"{lr0.rounds} rounds; in each, a block of {lr0.per_block} measured submits per "
+            f"configuration (after 2 unmeasured ones), the order rotated every round; "
+            f"{lr0.per_block * lr0.rounds} samples per configuration. *Added p50* = the "
+            f"configuration's p50 minus the `{LIMITS_BASELINE}` p50; *per round* = the same "
+            f"difference within each round (median and range over the rounds: the noise; "
+            f"then its median over the first and over the last quarter of the rounds: the "
+            f"trend as active jobs pile up). On PostgreSQL the run does `ANALYZE` once after "
+            f"the warm-up, as autovacuum would on a live database (a table this new has no "
+            f"planner statistics yet). "
+            f"Server CPU: jobql's process only, per submit (PostgreSQL's and Redis's own "
+            f"CPU is not in it)."
+        )
+    parts = [intro]
+    header = [
+        "configuration",
+        "n",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "mean ms",
+        "added p50 ms",
+        "per round: median (min .. max)",
+        "first / last 4th of rounds",
+        "server CPU ms/submit",
+    ]
+    for lr in r.limits:
+        if lr.skipped:
+            parts.append(f"**{lr.database}**: skipped ({lr.skipped}).")
+            continue
+        rows = []
+        for name, run in lr.runs.items():
+            s = run.summary
+            if name == LIMITS_BASELINE:
+                added = per_round = trend = "(baseline)"
+            else:
+                first, last = lr.quarter_deltas(name)
+                trend = f"{fmt_delta(first)} / {fmt_delta(last)}"
+                deltas = lr.round_deltas(name)
+                added = fmt_delta(lr.added_p50(name))
+                per_round = (
+                    f"{fmt_delta(statistics.median(deltas))} "
+                    f"({fmt_delta(min(deltas))} .. {fmt_delta(max(deltas))})"
+                )
+            rows.append(
+                [
+                    f"{name}: {run.config.description}",
+                    *summary_row("", s)[1:],
+                    added,
+                    per_round,
+                    trend,
+                    f"{run.server_cpu_ms:.2f}",
+                ]
+            )
+        analyzed = "; `ANALYZE` after the warm-up" if lr.analyzed else ""
+        text = (
+            f"**{lr.database}** ({lr.wall_seconds:.0f} s; the caller's active jobs grew from "
+            f"{lr.active_jobs_start} to {lr.active_jobs_end} over the measured rounds"
+            f"{analyzed})\n\n" + md_table(header, rows)
+        )
+        if lr.redis_skipped:
+            text += f"\n\nRedis row skipped: {lr.redis_skipped}."
+        if lr.steps:
+            step_rows = [
+                [
+                    step.name + (f" ({step.note})" if step.note else ""),
+                    str(step.summary.n),
+                    *(
+                        f"{v:.2f}"
+                        for v in (
+                            step.summary.p50,
+                            step.summary.p90,
+                            step.summary.p99,
+                            step.summary.max,
+                            step.summary.mean,
+                        )
+                    ),
+                ]
+                for step in lr.steps
+                if step.summary is not None
+            ]
+            text += (
+                f"\n\nThe statements the limits and the key add, timed one at a time after the "
+                f"HTTP run (servers stopped) with jobql's own engine and repositories against "
+                f"the same {lr.database} database, inside an open transaction as in "
+                f"`JobService._admit`, {lr.steps[0].summary.n if lr.steps[0].summary else 0} "
+                f"calls each:\n\n" + md_table(LATENCY_HEADER, step_rows)
+            )
+        elif lr.steps_note:
+            text += f"\n\n{lr.steps_note}"
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
 def git_revision() -> str:
     try:
         rev = subprocess.run(
@@ -488,7 +704,9 @@ def render(r: Results, started: datetime, elapsed: float, load: tuple[float, ...
         f"Revision: {git_revision()}  ",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}  ",
-        "Clients and servers share the machine; baselines ran in the same run.",
+        "Clients and servers share the machine; baselines ran in the same run.  ",
+        "Benchmarks 1-3 run with the limits on (the default) and the caller's limits lifted "
+        "(`jobql keys set-limits`), so no request is refused.",
         "",
         "### Summary",
         "",
@@ -500,6 +718,13 @@ def render(r: Results, started: datetime, elapsed: float, load: tuple[float, ...
         parts += ["", "### 2. submit -> first OutputDelta", "", report_first_delta(r)]
     if r.stream:
         parts += ["", "### 3. Events relayed to one subscriber", "", report_stream(r)]
+    if r.limits:
+        parts += [
+            "",
+            "### 4. What an idempotency key and the limits add to submitJob",
+            "",
+            report_limits(r),
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -527,12 +752,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
     parser.add_argument(
         "--only",
-        default="submit,first-delta,stream",
-        help="comma-separated subset of: submit, first-delta, stream",
+        default=",".join(BENCHMARKS),
+        help=f"comma-separated subset of: {', '.join(BENCHMARKS)}",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
     args = parser.parse_args()
     only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if unknown := only - set(BENCHMARKS):
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     sizes = QUICK if args.quick else FULL
     started = datetime.now(UTC)
     load = os.getloadavg()

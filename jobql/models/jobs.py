@@ -7,11 +7,21 @@ States (see docs/jobs.md):
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobql.models.base import Base, utcnow
@@ -31,6 +41,14 @@ TERMINAL: frozenset[JobStatus] = frozenset(
 ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
+def is_job_id(value: str) -> bool:
+    """Job ids are UUIDs; anything else can be answered as "not found" without a query."""
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -38,6 +56,13 @@ class Job(Base):
         Index("ix_jobs_status_created_at", "status", "created_at"),
         Index("ix_jobs_principal_id_created_at", "principal_id", "created_at"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        # Active jobs per caller, for the concurrency and cost checks at every submit.
+        Index(
+            "ix_jobs_active_principal_id",
+            "principal_id",
+            postgresql_where=text("status IN ('QUEUED', 'RUNNING')"),
+            sqlite_where=text("status IN ('QUEUED', 'RUNNING')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

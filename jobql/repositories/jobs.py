@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jobql.events.types import EventType, StoredEvent
 from jobql.models import Job, JobEvent, JobStatus
 from jobql.models.base import utcnow
+from jobql.models.jobs import is_job_id
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class JobRepository:
         return await self.session.get(Job, job_id, populate_existing=True)
 
     async def get_owned(self, principal_id: str, job_id: str, *, lock: bool = False) -> Job | None:
+        if not is_job_id(job_id):
+            return None  # not an id we issue (and e.g. a NUL byte PostgreSQL would refuse)
         stmt = select(Job).where(Job.id == job_id, Job.principal_id == principal_id)
         if lock:
             stmt = stmt.with_for_update()

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobql.models import ApiKey, Principal
+from jobql.models import ApiKey, Job, JobStatus, Principal, UsageDay
 from jobql.models.base import utcnow
+
+
+@dataclass(frozen=True)
+class CallerLoad:
+    active: int  # queued + running jobs
+    reserved_micros: int  # held by those jobs
+    spent_micros: int  # by jobs that finished today
 
 
 class PrincipalRepository:
@@ -39,12 +49,31 @@ class PrincipalRepository:
         )
         return [(row.ApiKey, row.Principal) for row in await self.session.execute(stmt)]
 
-    async def lock(self, principal_id: str) -> None:
-        """Serialise one caller's submits (limits are checked and reserved under it).
-        PostgreSQL locks the row; SQLite transactions are serial already."""
-        await self.session.execute(
-            select(Principal.id).where(Principal.id == principal_id).with_for_update()
+    async def lock_and_load(self, principal_id: str, day: date) -> CallerLoad:
+        """Lock the caller's row, then read what its limits are checked against.
+
+        The lock is a statement of its own: under READ COMMITTED, a statement that waited
+        for a row lock still reads everything else from the snapshot it started with, and
+        would miss the jobs the previous lock holder just committed. SQLite needs no lock
+        (its transactions are serial already), so there it is one statement.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(
+                select(Principal.id).where(Principal.id == principal_id).with_for_update()
+            )
+        active = Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])
+        mine = Job.principal_id == principal_id
+        stmt = select(
+            select(func.count()).where(mine, active).scalar_subquery(),
+            select(func.coalesce(func.sum(Job.reserved_micros), 0))
+            .where(mine, active)
+            .scalar_subquery(),
+            select(func.coalesce(func.sum(UsageDay.cost_micros), 0))
+            .where(UsageDay.principal_id == principal_id, UsageDay.day == day)
+            .scalar_subquery(),
         )
+        count, reserved, spent = (await self.session.execute(stmt)).one()
+        return CallerLoad(active=int(count), reserved_micros=int(reserved), spent_micros=int(spent))
 
     async def set_limits(self, key_prefix: str, values: dict[str, int | None]) -> int:
         """Update the limit columns of the principal owning the key with this prefix."""

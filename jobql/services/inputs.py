@@ -69,3 +69,8 @@ def fingerprint(payload: dict[str, Any]) -> str:
     """A canonical hash: key order and whitespace in JSON do not change it."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def printable(text: str) -> str:
+    """Drop control characters (NUL and the like) from free text a client sends us."""
+    return "".join(c for c in text if c.isprintable() or c in "\n\t")

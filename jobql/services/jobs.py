@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -33,17 +33,17 @@ from jobql.events.publisher import EventPublisher
 from jobql.events.types import TERMINAL_EVENTS, EventType, StoredEvent
 from jobql.models import Job, JobStatus
 from jobql.models.base import utcnow
-from jobql.models.jobs import TERMINAL
+from jobql.models.jobs import TERMINAL, is_job_id
 from jobql.observability.metrics import Metrics, SubmitOutcome
 from jobql.providers.base import count_tokens
 from jobql.repositories.jobs import JobRepository, PageCursor
 from jobql.repositories.principals import PrincipalRepository
-from jobql.repositories.usage import UsageRepository
 from jobql.services.auth import Caller
 from jobql.services.injection import HeuristicDetector, InjectionDetector, screen
 from jobql.services.inputs import (
     check_idempotency_key,
     fingerprint,
+    printable,
     validate_task_input,
     with_defaults,
 )
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 MAX_METADATA_BYTES = 4096
 MAX_CANCEL_REASON = 500
+MAX_COST_USD = 1_000_000.0
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,14 @@ class InvalidCursor(ValueError):
 
 
 def decode_cursor(cursor: str) -> PageCursor:
+    """The position a cursor from JobPage.cursor stands for; anything else is InvalidCursor."""
     try:
         created, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return PageCursor(created_at=datetime.fromisoformat(created), job_id=job_id)
-    except (ValueError, UnicodeDecodeError) as exc:
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None or not is_job_id(job_id):
+            raise ValueError("not a cursor of ours")
+        return PageCursor(created_at=created_at.astimezone(UTC), job_id=job_id)
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidCursor("invalid cursor") from exc
 
 
@@ -215,8 +220,10 @@ class JobService:
             deadline_seconds = req.deadline_seconds
         max_cost_micros = None
         if req.max_cost_usd is not None:
-            if not req.max_cost_usd > 0:
-                return _invalid("maxCostUsd", "maxCostUsd must be greater than 0.")
+            if not 0 < req.max_cost_usd <= MAX_COST_USD:
+                return _invalid(
+                    "maxCostUsd", f"maxCostUsd must be greater than 0 and at most {MAX_COST_USD}."
+                )
             max_cost_micros = round(req.max_cost_usd * MICROS_PER_DOLLAR)
         if req.metadata is not None and (
             not isinstance(req.metadata, dict) or len(json.dumps(req.metadata)) > MAX_METADATA_BYTES
@@ -296,7 +303,10 @@ class JobService:
         now = job.created_at
         async with self.sessions() as session, session.begin():
             jobs = JobRepository(session)
-            await PrincipalRepository(session).lock(caller.id)
+            load = None
+            if self.settings.enforce_limits:
+                # Locks the caller until commit, so its submits are checked one at a time.
+                load = await PrincipalRepository(session).lock_and_load(caller.id, now.date())
             if job.idempotency_key is not None:
                 existing = await jobs.get_by_idempotency_key(caller.id, job.idempotency_key)
                 if existing is not None:
@@ -304,7 +314,7 @@ class JobService:
                     if existing.created_at > now - window:
                         return _dedupe(existing, job.input_fingerprint)
                     await jobs.forget_idempotency_key(existing.id)
-            if self.settings.enforce_limits:
+            if load is not None:
                 limits = effective_limits(self.settings.limits_for(caller.tier), caller.overrides)
                 if self.rate_limiter is not None:
                     rate = await self.rate_limiter.hit(
@@ -317,14 +327,12 @@ class JobService:
                             limit=rate.limit,
                             window_seconds=rate.window_seconds,
                         )
-                active, reserved = await jobs.active_load(caller.id)
-                if (too_many := check_concurrency(limits, active)) is not None:
+                if (too_many := check_concurrency(limits, load.active)) is not None:
                     return too_many
-                usage = await UsageRepository(session).get(caller.id, now.date())
                 too_costly = check_cost(
                     limits,
-                    spent=usage.cost_micros if usage else 0,
-                    reserved=reserved,
+                    spent=load.spent_micros,
+                    reserved=load.reserved_micros,
                     reservation=job.reserved_micros,
                     now=now,
                 )
@@ -382,7 +390,7 @@ class JobService:
     async def cancel(
         self, caller: Caller, job_id: str, reason: str | None
     ) -> Job | NotFound | JobNotCancellable:
-        reason = reason[:MAX_CANCEL_REASON] if reason else None
+        reason = printable(reason)[:MAX_CANCEL_REASON] if reason else None
         async with self.sessions() as session, session.begin():
             repo = JobRepository(session)
             job = await repo.get_owned(caller.id, job_id, lock=True)

@@ -62,6 +62,8 @@ async def jobs(
     status: list[V1JobStatus] | None = None,
 ) -> V1JobConnection:
     ctx = info.context
+    if first is not None and first < 0:
+        raise GraphQLError("`first` must not be negative.", extensions={"code": "BAD_USER_INPUT"})
     try:
         page = await ctx.services.jobs.list(
             await ctx.caller(),
