@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -93,6 +93,7 @@ class Server:
     app: Starlette
     port: int
     provider: SimulatedProvider
+    clients: list[Api] = field(default_factory=list)
 
     @property
     def runtime(self) -> Runtime:
@@ -112,7 +113,10 @@ class Server:
         return key
 
     async def client(self, name: str = "tester") -> Api:
-        return Api(self, await self.new_key(name))
+        """A caller with a new key; closed when the server stops, even if a test failed."""
+        api = Api(self, await self.new_key(name))
+        self.clients.append(api)
+        return api
 
     async def update_job(self, job_id: str, **values: Any) -> None:
         """Change a job row behind the service's back (to stage lost signals or workers)."""
@@ -136,9 +140,12 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
                 task.result()
             await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
+    running = Server(app, port, provider)
     try:
-        yield Server(app, port, provider)
+        yield running
     finally:
+        for api in running.clients:
+            await api.aclose()
         server.should_exit = True
         await task
 

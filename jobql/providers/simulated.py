@@ -22,7 +22,7 @@ import json
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobql.errors import ErrorCode
@@ -104,6 +104,8 @@ class StreamRecord:
     finished: bool = False
     closed: bool = False
     closed_at_tokens: int | None = None
+    # Set once the stream is over (finished, failed or closed), for tests to await.
+    stopped: asyncio.Event = field(default_factory=asyncio.Event, compare=False, repr=False)
 
 
 def _seeded(prompt: str) -> random.Random:
@@ -197,6 +199,7 @@ class SimulatedProvider:
         finally:
             record.closed = True
             record.closed_at_tokens = record.tokens_emitted
+            record.stopped.set()
 
     async def aclose(self) -> None:
         self.records.clear()

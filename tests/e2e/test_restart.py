@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from jobql.models import JobStatus
@@ -84,6 +85,10 @@ async def test_job_past_its_last_attempt_fails_as_worker_lost(settings: Settings
         assert events[-1]["__typename"] == "V1JobFailed"
         assert events[-1]["error"]["code"] == "WORKER_LOST"
         assert events[-1]["error"]["retryable"] is True
-        # The real worker noticed it lost the lease and stopped the inference.
-        assert server.provider.records[f"{job['id']}:1"].closed
+        # The real worker notices it lost the lease (at its next renewal) and stops the
+        # inference.
+        record = server.provider.records[f"{job['id']}:1"]
+        async with asyncio.timeout(10):
+            await record.stopped.wait()
+        assert record.closed
         await api.aclose()
