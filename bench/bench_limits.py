@@ -315,7 +315,6 @@ async def measure_steps(
 
     from jobql.repositories.jobs import JobRepository
     from jobql.repositories.principals import PrincipalRepository
-    from jobql.repositories.usage import UsageRepository
     from jobql.services.ratelimit import RateLimiter
 
     steps: list[Step] = []
@@ -335,8 +334,10 @@ async def measure_steps(
         )
         steps.append(
             Step(
-                "caller lock: SELECT ... FOR UPDATE (both configurations)",
-                await in_transaction(lambda s: PrincipalRepository(s).lock(caller_id)),
+                "limits: lock the caller (PostgreSQL) + its active jobs, reservations, spend",
+                await in_transaction(
+                    lambda s: PrincipalRepository(s).lock_and_load(caller_id, today)
+                ),
             )
         )
         steps.append(
@@ -345,18 +346,6 @@ async def measure_steps(
                 await in_transaction(
                     lambda s: JobRepository(s).get_by_idempotency_key(caller_id, uuid.uuid4().hex)
                 ),
-            )
-        )
-        steps.append(
-            Step(
-                "limits: count + sum of the caller's active jobs",
-                await in_transaction(lambda s: JobRepository(s).active_load(caller_id)),
-            )
-        )
-        steps.append(
-            Step(
-                "limits: today's usage row",
-                await in_transaction(lambda s: UsageRepository(s).get(caller_id, today)),
             )
         )
     limiters = [("memory", None)] + ([("Redis", redis_url)] if redis_url else [])
