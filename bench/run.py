@@ -228,6 +228,20 @@ def verdict(value: float, target: float) -> str:
     return "met" if value <= target else "**missed**"
 
 
+def compared(
+    name: str, value: float, baseline_name: str, baseline: float, target: float | None = None
+) -> list[str]:
+    """A summary row: a measured latency, its target (if any) and its same-run baseline."""
+    return [
+        name,
+        f"{fmt_ms(value)} ms",
+        "" if target is None else f"<= {target:.0f} ms",
+        f"{baseline_name} {fmt_ms(baseline)} ms",
+        fmt_ratio(ratio(value, baseline)),
+        "" if target is None else verdict(value, target),
+    ]
+
+
 def summary_row(name: str, s: Summary) -> list[str]:
     return [name, str(s.n), *(fmt_ms(v) for v in (s.p50, s.p90, s.p99, s.max, s.mean))]
 
@@ -240,72 +254,50 @@ def report_summary(r: Results) -> str:
     if r.submit:
         s, h = r.submit.submit, r.submit.healthz
         rows.append(
-            [
+            compared(
                 f"submitJob ack, p99 ({r.submit.clients} clients)",
-                f"{fmt_ms(s.p99)} ms",
-                f"<= {SUBMIT_TARGET_MS:.0f} ms",
-                f"GET /healthz p99 {fmt_ms(h.p99)} ms",
-                fmt_ratio(ratio(s.p99, h.p99)),
-                verdict(s.p99, SUBMIT_TARGET_MS),
-            ]
+                s.p99,
+                "GET /healthz p99",
+                h.p99,
+                SUBMIT_TARGET_MS,
+            )
         )
-        rows.append(
-            [
-                "submitJob ack, p50",
-                f"{fmt_ms(s.p50)} ms",
-                "",
-                f"GET /healthz p50 {fmt_ms(h.p50)} ms",
-                fmt_ratio(ratio(s.p50, h.p50)),
-                "",
-            ]
-        )
+        rows.append(compared("submitJob ack, p50", s.p50, "GET /healthz p50", h.p50))
     if r.submit_paced:
         p = r.submit_paced
         rows.append(
-            [
+            compared(
                 f"submitJob ack, p99, paced: {p.clients} clients, "
                 f"{p.submits_per_s:.0f} submits/s in all",
-                f"{fmt_ms(p.submit.p99)} ms",
-                f"<= {SUBMIT_TARGET_MS:.0f} ms",
-                f"GET /healthz p99 {fmt_ms(p.healthz.p99)} ms",
-                fmt_ratio(ratio(p.submit.p99, p.healthz.p99)),
-                verdict(p.submit.p99, SUBMIT_TARGET_MS),
-            ]
+                p.submit.p99,
+                "GET /healthz p99",
+                p.healthz.p99,
+                SUBMIT_TARGET_MS,
+            )
         )
     if r.first_delta:
         t, b = r.first_delta.total, r.first_delta.baseline
         rows.append(
-            [
+            compared(
                 f"submit -> first OutputDelta, p99 ({r.first_delta.concurrency} at a time)",
-                f"{fmt_ms(t.p99)} ms",
-                f"<= {FIRST_DELTA_TARGET_MS:.0f} ms",
-                f"healthz + subscribe-to-unknown p99 {fmt_ms(b.p99)} ms",
-                fmt_ratio(ratio(t.p99, b.p99)),
-                verdict(t.p99, FIRST_DELTA_TARGET_MS),
-            ]
+                t.p99,
+                "healthz + subscribe-to-unknown p99",
+                b.p99,
+                FIRST_DELTA_TARGET_MS,
+            )
         )
         if r.first_delta_single:
             t1, b1 = r.first_delta_single.total, r.first_delta_single.baseline
             rows.append(
-                [
+                compared(
                     "submit -> first OutputDelta, p99, 1 at a time",
-                    f"{fmt_ms(t1.p99)} ms",
-                    f"<= {FIRST_DELTA_TARGET_MS:.0f} ms",
-                    f"p99 {fmt_ms(b1.p99)} ms",
-                    fmt_ratio(ratio(t1.p99, b1.p99)),
-                    verdict(t1.p99, FIRST_DELTA_TARGET_MS),
-                ]
+                    t1.p99,
+                    "p99",
+                    b1.p99,
+                    FIRST_DELTA_TARGET_MS,
+                )
             )
-        rows.append(
-            [
-                "submit -> first OutputDelta, p50",
-                f"{fmt_ms(t.p50)} ms",
-                "",
-                f"p50 {fmt_ms(b.p50)} ms",
-                fmt_ratio(ratio(t.p50, b.p50)),
-                "",
-            ]
-        )
+        rows.append(compared("submit -> first OutputDelta, p50", t.p50, "p50", b.p50))
     if r.stream:
         st = r.stream
         for label, _ in STREAM_CONFIGS:
