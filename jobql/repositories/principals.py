@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BindParameter, and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobql.models import ApiKey, Job, JobStatus, Principal, UsageDay
@@ -17,6 +17,23 @@ class CallerLoad:
     active: int  # queued + running jobs
     reserved_micros: int  # held by those jobs
     spent_micros: int  # by jobs that finished today
+
+
+# Built once: this runs on every submit, and building the expression costs more than the
+# query itself (the compiled form is cached by SQLAlchemy either way).
+_CALLER: BindParameter[str] = bindparam("principal_id")
+_ACTIVE = and_(
+    Job.principal_id == _CALLER,
+    Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+)
+_LOCK = select(Principal.id).where(Principal.id == _CALLER).with_for_update()
+_LOAD = select(
+    select(func.count()).where(_ACTIVE).scalar_subquery(),
+    select(func.coalesce(func.sum(Job.reserved_micros), 0)).where(_ACTIVE).scalar_subquery(),
+    select(func.coalesce(func.sum(UsageDay.cost_micros), 0))
+    .where(UsageDay.principal_id == _CALLER, UsageDay.day == bindparam("day"))
+    .scalar_subquery(),
+)
 
 
 class PrincipalRepository:
@@ -58,21 +75,9 @@ class PrincipalRepository:
         (its transactions are serial already), so there it is one statement.
         """
         if self.session.get_bind().dialect.name == "postgresql":
-            await self.session.execute(
-                select(Principal.id).where(Principal.id == principal_id).with_for_update()
-            )
-        active = Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])
-        mine = Job.principal_id == principal_id
-        stmt = select(
-            select(func.count()).where(mine, active).scalar_subquery(),
-            select(func.coalesce(func.sum(Job.reserved_micros), 0))
-            .where(mine, active)
-            .scalar_subquery(),
-            select(func.coalesce(func.sum(UsageDay.cost_micros), 0))
-            .where(UsageDay.principal_id == principal_id, UsageDay.day == day)
-            .scalar_subquery(),
-        )
-        count, reserved, spent = (await self.session.execute(stmt)).one()
+            await self.session.execute(_LOCK, {"principal_id": principal_id})
+        params = {"principal_id": principal_id, "day": day}
+        count, reserved, spent = (await self.session.execute(_LOAD, params)).one()
         return CallerLoad(active=int(count), reserved_micros=int(reserved), spent_micros=int(spent))
 
     async def set_limits(self, key_prefix: str, values: dict[str, int | None]) -> int:
