@@ -548,8 +548,9 @@ def report_limits(r: Results) -> str:
         "so nothing is refused) and servers identical but for `JOBQL_ENFORCE_LIMITS=false` / "
         "`true` (and `true` with `JOBQL_REDIS_URL=redis://127.0.0.1:6379/0`: rate counters in "
         "Redis instead of memory), all with `JOBQL_INLINE_WORKER=false`, so only the "
-        "acknowledgement runs and the submitted jobs stay QUEUED: the caller's active jobs "
-        "grow through the run, which the concurrency check's count query sees. One client, "
+        "acknowledgement runs; before every block the caller's jobs are settled (set "
+        "CANCELLED, as finished jobs would be), so its active jobs stay below one block's "
+        "worth, as they stay below a real caller's `max_active_jobs`. One client, "
         "sequential submits of `bench_short`, one keep-alive connection per server, the same "
         'GraphQL document everywhere (`idempotencyKey: $k`, null for "no key"; a fresh key '
         "per submit otherwise). "
@@ -563,7 +564,7 @@ def report_limits(r: Results) -> str:
             f"configuration's p50 minus the `{LIMITS_BASELINE}` p50; *per round* = the same "
             f"difference within each round (median and range over the rounds: the noise; "
             f"then its median over the first and over the last quarter of the rounds: the "
-            f"trend as active jobs pile up). On PostgreSQL the run does `ANALYZE` once after "
+            f"trend over the run). On PostgreSQL the run does `ANALYZE` once after "
             f"the warm-up, as autovacuum would on a live database (a table this new has no "
             f"planner statistics yet). "
             f"Server CPU: jobql's process only, per submit (PostgreSQL's and Redis's own "
@@ -613,8 +614,8 @@ def report_limits(r: Results) -> str:
             )
         analyzed = "; `ANALYZE` after the warm-up" if lr.analyzed else ""
         text = (
-            f"**{lr.database}** ({lr.wall_seconds:.0f} s; the caller's active jobs grew from "
-            f"{lr.active_jobs_start} to {lr.active_jobs_end} over the measured rounds"
+            f"**{lr.database}** ({lr.wall_seconds:.0f} s; the caller's active jobs: "
+            f"{lr.active_jobs_start} at the start, {lr.active_jobs_end} at the end"
             f"{analyzed})\n\n" + md_table(header, rows)
         )
         if lr.redis_skipped:
