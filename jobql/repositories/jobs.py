@@ -255,15 +255,6 @@ class JobRepository:
         stmt = select(Job).where(Job.principal_id == principal_id, Job.idempotency_key == key)
         return (await self.session.scalars(stmt)).one_or_none()
 
-    async def active_load(self, principal_id: str) -> tuple[int, int]:
-        """(active jobs, their summed cost reservations) for a caller."""
-        stmt = select(func.count(), func.coalesce(func.sum(Job.reserved_micros), 0)).where(
-            Job.principal_id == principal_id,
-            Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
-        )
-        count, reserved = (await self.session.execute(stmt)).one()
-        return int(count), int(reserved)
-
     async def forget_idempotency_key(self, job_id: str) -> None:
         await self.session.execute(
             update(Job)

@@ -76,6 +76,10 @@ class PrincipalRepository:
         """
         if self.session.get_bind().dialect.name == "postgresql":
             await self.session.execute(_LOCK, {"principal_id": principal_id})
+        return await self.load(principal_id, day)
+
+    async def load(self, principal_id: str, day: date) -> CallerLoad:
+        """The caller's active jobs, their reservations and the day's spending."""
         params = {"principal_id": principal_id, "day": day}
         count, reserved, spent = (await self.session.execute(_LOAD, params)).one()
         return CallerLoad(active=int(count), reserved_micros=int(reserved), spent_micros=int(spent))

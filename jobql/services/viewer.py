@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobql.models.base import utcnow
-from jobql.repositories.jobs import JobRepository
+from jobql.repositories.principals import PrincipalRepository
 from jobql.repositories.usage import UsageRepository
 from jobql.services.auth import Caller
 from jobql.services.limits import Limits, effective_limits
@@ -39,14 +39,14 @@ class ViewerService:
         today = utcnow().date()
         async with self.sessions() as session:
             usage = await UsageRepository(session).get(caller.id, today)
-            active, reserved = await JobRepository(session).active_load(caller.id)
+            load = await PrincipalRepository(session).load(caller.id, today)
         return ViewerUsage(
             day=today.isoformat(),
             jobs=usage.jobs if usage else 0,
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,
             cost_micros=usage.cost_micros if usage else 0,
-            reserved_micros=reserved,
-            active_jobs=active,
+            reserved_micros=load.reserved_micros,
+            active_jobs=load.active,
             limits=effective_limits(self.settings.limits_for(caller.tier), caller.overrides),
         )
