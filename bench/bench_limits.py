@@ -11,7 +11,9 @@ settings: `JOBQL_ENFORCE_LIMITS=false` and `=true` (and, on PostgreSQL when Redi
 (`JOBQL_INLINE_WORKER=false`), so only the acknowledgement path is measured; before every
 block the caller's jobs are settled (set CANCELLED, as finished jobs would be), so the
 concurrency check counts at most one block's worth of active jobs, as a real caller holds
-at most its `max_active_jobs`.
+at most its `max_active_jobs`. After the warm-up the caller gets a history of ``history``
+finished jobs (copies of one of its own, spread over the last day, each with its own
+idempotency key still in the window): what a submit costs must not grow with it.
 
 Configurations, all with the same GraphQL document (`idempotencyKey: $k`, null when "no
 key"), each submit with a fresh key where there is one:
@@ -134,6 +136,7 @@ class LimitsResult:
     runs: dict[str, ConfigRun] = field(default_factory=dict)
     active_jobs_start: int = 0  # when the measured rounds began
     active_jobs_end: int = 0
+    history: int = 0  # finished jobs the caller had before the measured rounds
     analyzed: bool = False  # PostgreSQL: ANALYZE after the warm-up
     skipped: str | None = None
     redis_skipped: str | None = None
@@ -203,6 +206,7 @@ async def run_limits_bench(
     warmup: int = 10,
     block_warmup: int = 2,
     step_samples: int = 200,
+    history: int = 20_000,
     time_limit: float = 600.0,
 ) -> LimitsResult:
     result = LimitsResult(database, rounds=rounds, per_block=per_block)
@@ -247,6 +251,9 @@ async def run_limits_bench(
 
         for config in configs:  # warm-up: connections, caches, code paths; not measured
             await block(config, warmup)
+        sessions = await stack.enter_async_context(_jobql_sessions(database_url))
+        await add_history(sessions, caller_id, history)
+        result.history = history
         if database_url.startswith("postgresql"):
             # A live database has planner statistics (autovacuum analyzes a new table after
             # 50 changed rows, within a minute); a fresh one has none for the run's first
@@ -258,7 +265,6 @@ async def run_limits_bench(
         )
         for config in configs:
             result.runs[config.name] = ConfigRun(config)
-        sessions = await stack.enter_async_context(_jobql_sessions(database_url))
 
         async def settle() -> None:
             """Finish the caller's jobs (the worker is off), as a real caller's jobs finish:
@@ -297,6 +303,37 @@ async def run_limits_bench(
 
 
 SETTLE_SQL = "UPDATE jobs SET status = 'CANCELLED' WHERE status IN ('QUEUED', 'RUNNING')"
+
+
+async def add_history(sessions: Any, caller_id: str, count: int, chunk: int = 1000) -> None:
+    """Give the caller ``count`` finished jobs: copies of one of its own, spread over the
+    last day, each with an idempotency key (still in the 24 h window, so still indexed)."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert, select
+
+    from jobql.models import Job
+
+    table = Job.__table__
+    async with sessions() as session, session.begin():
+        template = dict(
+            (await session.execute(select(table).where(table.c.principal_id == caller_id).limit(1)))
+            .mappings()
+            .one()
+        )
+        now = datetime.now(UTC)
+        for start in range(0, count, chunk):
+            rows = [
+                {
+                    **template,
+                    "id": str(uuid.uuid4()),
+                    "status": "SUCCEEDED",
+                    "idempotency_key": f"history-{uuid.uuid4().hex}",
+                    "created_at": now - timedelta(seconds=80_000 * (i + 1) / count),
+                }
+                for i in range(start, min(start + chunk, count))
+            ]
+            await session.execute(insert(table), rows)
 
 
 # -- where the time goes: the added statements, one at a time --------------------------------
@@ -350,17 +387,20 @@ async def measure_steps(
         )
         steps.append(
             Step(
-                "limits: lock the caller (PostgreSQL) + its active jobs, reservations, spend",
+                "limits on: lock the caller (PostgreSQL), then one statement for its active "
+                "jobs, reservations, spend and the key's job (a miss)",
                 await in_transaction(
-                    lambda s: PrincipalRepository(s).lock_and_load(caller_id, today)
+                    lambda s: PrincipalRepository(s).lock_and_load(
+                        caller_id, today, uuid.uuid4().hex
+                    )
                 ),
             )
         )
         steps.append(
             Step(
-                "key: look the idempotency key up (a miss)",
+                "limits off: look the idempotency key up alone (a miss)",
                 await in_transaction(
-                    lambda s: JobRepository(s).get_by_idempotency_key(caller_id, uuid.uuid4().hex)
+                    lambda s: JobRepository(s).id_by_idempotency_key(caller_id, uuid.uuid4().hex)
                 ),
             )
         )

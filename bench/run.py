@@ -560,7 +560,11 @@ def report_limits(r: Results) -> str:
         intro += (
             f"{lr0.rounds} rounds; in each, a block of {lr0.per_block} measured submits per "
             f"configuration (after 2 unmeasured ones), the order rotated every round; "
-            f"{lr0.per_block * lr0.rounds} samples per configuration. *Added p50* = the "
+            f"{lr0.per_block * lr0.rounds} samples per configuration. After the warm-up the "
+            f"caller is given a history of {lr0.history:,} finished jobs (copies of one of "
+            f"its own, spread over the last day, each with an idempotency key still in the "
+            f"window), as a busy backend caller has: a submit's cost must not grow with it. "
+            f"*Added p50* = the "
             f"configuration's p50 minus the `{LIMITS_BASELINE}` p50; *per round* = the same "
             f"difference within each round (median and range over the rounds: the noise; "
             f"then its median over the first and over the last quarter of the rounds: the "
@@ -614,7 +618,8 @@ def report_limits(r: Results) -> str:
             )
         analyzed = "; `ANALYZE` after the warm-up" if lr.analyzed else ""
         text = (
-            f"**{lr.database}** ({lr.wall_seconds:.0f} s; the caller's active jobs: "
+            f"**{lr.database}** ({lr.wall_seconds:.0f} s; the caller's history: "
+            f"{lr.history:,} finished jobs; its active jobs: "
             f"{lr.active_jobs_start} at the start, {lr.active_jobs_end} at the end"
             f"{analyzed})\n\n" + md_table(header, rows)
         )

@@ -255,6 +255,10 @@ class JobRepository:
         stmt = select(Job).where(Job.principal_id == principal_id, Job.idempotency_key == key)
         return (await self.session.scalars(stmt)).one_or_none()
 
+    async def id_by_idempotency_key(self, principal_id: str, key: str) -> str | None:
+        stmt = select(Job.id).where(Job.principal_id == principal_id, Job.idempotency_key == key)
+        return (await self.session.scalars(stmt)).one_or_none()
+
     async def forget_idempotency_key(self, job_id: str) -> None:
         await self.session.execute(
             update(Job)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import BindParameter, and_, bindparam, func, select, update
+from sqlalchemy import BindParameter, String, bindparam, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobql.models import ApiKey, Job, JobStatus, Principal, UsageDay
@@ -17,23 +17,32 @@ class CallerLoad:
     active: int  # queued + running jobs
     reserved_micros: int  # held by those jobs
     spent_micros: int  # by jobs that finished today
+    keyed_job_id: str | None = None  # the caller's job holding the asked-for idempotency key
 
 
 # Built once: this runs on every submit, and building the expression costs more than the
 # query itself (the compiled form is cached by SQLAlchemy either way).
 _CALLER: BindParameter[str] = bindparam("principal_id")
-_ACTIVE = and_(
-    Job.principal_id == _CALLER,
-    Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+# The statuses are written into the SQL, not bound: a planner can use the partial index
+# ix_jobs_active_principal_id only for a predicate it can see is the index's own. With bound
+# values, SQLite (and PostgreSQL's generic plans) read every job the caller ever had instead.
+_IS_ACTIVE = Job.status.in_(
+    [literal_column(f"'{JobStatus.QUEUED.value}'"), literal_column(f"'{JobStatus.RUNNING.value}'")]
 )
 _LOCK = select(Principal.id).where(Principal.id == _CALLER).with_for_update()
+# One statement, one round trip: the active jobs and their reservations (one pass over the
+# partial index), the day's spending and the job holding the idempotency key, if any.
 _LOAD = select(
-    select(func.count()).where(_ACTIVE).scalar_subquery(),
-    select(func.coalesce(func.sum(Job.reserved_micros), 0)).where(_ACTIVE).scalar_subquery(),
+    func.count(),
+    func.coalesce(func.sum(Job.reserved_micros), 0),
     select(func.coalesce(func.sum(UsageDay.cost_micros), 0))
     .where(UsageDay.principal_id == _CALLER, UsageDay.day == bindparam("day"))
     .scalar_subquery(),
-)
+    select(Job.id)
+    .where(Job.principal_id == _CALLER, Job.idempotency_key == bindparam("key", type_=String))
+    .correlate(None)
+    .scalar_subquery(),
+).where(Job.principal_id == _CALLER, _IS_ACTIVE)
 
 
 class PrincipalRepository:
@@ -66,8 +75,11 @@ class PrincipalRepository:
         )
         return [(row.ApiKey, row.Principal) for row in await self.session.execute(stmt)]
 
-    async def lock_and_load(self, principal_id: str, day: date) -> CallerLoad:
-        """Lock the caller's row, then read what its limits are checked against.
+    async def lock_and_load(
+        self, principal_id: str, day: date, idempotency_key: str | None = None
+    ) -> CallerLoad:
+        """Lock the caller's row, then read what its limits are checked against (and which
+        job holds ``idempotency_key``).
 
         The lock is a statement of its own: under READ COMMITTED, a statement that waited
         for a row lock still reads everything else from the snapshot it started with, and
@@ -76,13 +88,21 @@ class PrincipalRepository:
         """
         if self.session.get_bind().dialect.name == "postgresql":
             await self.session.execute(_LOCK, {"principal_id": principal_id})
-        return await self.load(principal_id, day)
+        return await self.load(principal_id, day, idempotency_key)
 
-    async def load(self, principal_id: str, day: date) -> CallerLoad:
-        """The caller's active jobs, their reservations and the day's spending."""
-        params = {"principal_id": principal_id, "day": day}
-        count, reserved, spent = (await self.session.execute(_LOAD, params)).one()
-        return CallerLoad(active=int(count), reserved_micros=int(reserved), spent_micros=int(spent))
+    async def load(
+        self, principal_id: str, day: date, idempotency_key: str | None = None
+    ) -> CallerLoad:
+        """The caller's active jobs, their reservations, the day's spending and the job
+        holding ``idempotency_key``."""
+        params = {"principal_id": principal_id, "day": day, "key": idempotency_key}
+        count, reserved, spent, keyed = (await self.session.execute(_LOAD, params)).one()
+        return CallerLoad(
+            active=int(count),
+            reserved_micros=int(reserved),
+            spent_micros=int(spent),
+            keyed_job_id=keyed,
+        )
 
     async def set_limits(self, key_prefix: str, values: dict[str, int | None]) -> int:
         """Update the limit columns of the principal owning the key with this prefix."""

@@ -301,14 +301,20 @@ class JobService:
         """Under the caller's lock: answer a known idempotency key with its job, else check
         the rate, concurrency and cost limits and, if all pass, store the job."""
         now = job.created_at
+        key = job.idempotency_key
         async with self.sessions() as session, session.begin():
             jobs = JobRepository(session)
             load = None
+            keyed_job_id = None
             if self.settings.enforce_limits:
-                # Locks the caller until commit, so its submits are checked one at a time.
-                load = await PrincipalRepository(session).lock_and_load(caller.id, now.date())
-            if job.idempotency_key is not None:
-                existing = await jobs.get_by_idempotency_key(caller.id, job.idempotency_key)
+                # Locks the caller until commit, so its submits are checked one at a time;
+                # the same statement finds the job holding the key, if any.
+                load = await PrincipalRepository(session).lock_and_load(caller.id, now.date(), key)
+                keyed_job_id = load.keyed_job_id
+            elif key is not None:
+                keyed_job_id = await jobs.id_by_idempotency_key(caller.id, key)
+            if keyed_job_id is not None:
+                existing = await jobs.get(keyed_job_id)
                 if existing is not None:
                     window = timedelta(seconds=self.settings.idempotency_window_seconds)
                     if existing.created_at > now - window:
