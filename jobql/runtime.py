@@ -75,7 +75,6 @@ async def open_runtime(
         providers = providers or default_providers()
         rate_limiter = RateLimiter(settings.redis_url)
         metrics = Metrics(tasks={t.name for t in tasks.all()}, providers=providers.names())
-        metrics = Metrics(tasks={t.name for t in tasks.all()}, providers=providers.names())
         services = Services(
             settings=settings,
             tasks=tasks,

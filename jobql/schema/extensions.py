@@ -7,6 +7,8 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
+from jobql.schema.base import is_client_error
+
 
 class ResponseExtensions(SchemaExtension):
     """``extensions.requestId`` on every response, plus what resolvers put in
@@ -24,8 +26,7 @@ class ResponseExtensions(SchemaExtension):
 def should_mask(error: GraphQLError) -> bool:
     """Our own GraphQL errors (auth, bad cursor) and validation errors pass; anything an
     unexpected exception raised is masked, so no trace, SQL or provider text leaks."""
-    original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
+    return not is_client_error(error)
 
 
 class MaskInternalErrors(MaskErrors):

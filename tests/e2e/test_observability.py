@@ -127,8 +127,37 @@ async def test_provider_error_body_never_reaches_responses_events_or_logs(
         assert SECRET not in str(record.exc_text or "")
 
 
+async def test_client_errors_are_not_logged_as_errors_nor_with_their_document(
+    server: Server, api: Api, json_logs: io.StringIO
+) -> None:
+    inline = "INLINE-PROMPT-5c1e"
+    submit = f'submitJob(input: {{task: "echo", input: {{topic: "{inline}"}}}})'
+    async with httpx.AsyncClient(base_url=server.http_url) as anonymous:
+        unauthenticated = await anonymous.post(
+            "/v1/graphql", json={"query": f"mutation {{ {submit} {{ __typename }} }}"}
+        )
+    invalid = await api.post(f"mutation {{ {submit} {{ nope }} }}")
+    echoed = await api.post(f'{{ jobs(first: "{inline}") {{ __typename }} }}')
+    negative = await api.post("{ jobs(first: -1) { __typename } }")
+    assert unauthenticated.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert invalid.json()["errors"]
+    assert inline in echoed.text  # graphql-core quotes the bad literal back to the client
+    assert negative.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+    lines = log_lines(json_logs)
+    assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
+    assert all(inline not in json.dumps(line) for line in lines)
+    logged = [line for line in lines if line["message"] == "GraphQL client error"]
+    assert {line["code"] for line in logged} == {
+        "UNAUTHENTICATED",
+        "GRAPHQL_VALIDATION_FAILED",
+        "BAD_USER_INPUT",
+    }
+    assert all(line["level"] == "DEBUG" for line in logged)
+
+
 async def test_unexpected_errors_are_masked_with_the_request_id(
-    server: Server, api: Api, monkeypatch: pytest.MonkeyPatch
+    server: Server, api: Api, monkeypatch: pytest.MonkeyPatch, json_logs: io.StringIO
 ) -> None:
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("SELECT secret FROM jobs -- internal detail")
@@ -144,6 +173,12 @@ async def test_unexpected_errors_are_masked_with_the_request_id(
     assert body["errors"][0]["extensions"]["code"] == "INTERNAL"
     assert body["extensions"]["requestId"] == "req-masked"
     assert response.headers["x-request-id"] == "req-masked"
+    # The operator's side: one ERROR line with the traceback, found by the request id.
+    (logged,) = [line for line in log_lines(json_logs) if line["level"] == "ERROR"]
+    assert logged["request_id"] == "req-masked"
+    assert logged["message"] == "unexpected error resolving job"
+    assert logged["exc"]["type"] == "RuntimeError"
+    assert "internal detail" in logged["exc"]["traceback"]
 
 
 async def test_submit_answer_carries_cost_and_model(api: Api) -> None:

@@ -18,6 +18,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.schema.config import StrawberryConfig
 
 from jobql.resolvers.v1 import jobs as r
+from jobql.schema.base import Schema
 from jobql.schema.extensions import MaskInternalErrors, ResponseExtensions, should_mask
 from jobql.schema.v1 import errors as e
 from jobql.schema.v1.enums import V1JobStatus
@@ -124,7 +125,7 @@ def build_schema(
             error_message="Internal error; quote the request id when reporting it.",
         ),
     ]
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
