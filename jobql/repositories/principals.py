@@ -86,8 +86,9 @@ class PrincipalRepository:
         would miss the jobs the previous lock holder just committed. SQLite needs no lock
         (its transactions are serial already), so there it is one statement.
         """
-        if self.session.get_bind().dialect.name == "postgresql":
-            await self.session.execute(_LOCK, {"principal_id": principal_id})
+        connection = await self.session.connection()  # Core statements: skip the ORM layer
+        if connection.dialect.name == "postgresql":
+            await connection.execute(_LOCK, {"principal_id": principal_id})
         return await self.load(principal_id, day, idempotency_key)
 
     async def load(
@@ -96,7 +97,8 @@ class PrincipalRepository:
         """The caller's active jobs, their reservations, the day's spending and the job
         holding ``idempotency_key``."""
         params = {"principal_id": principal_id, "day": day, "key": idempotency_key}
-        count, reserved, spent, keyed = (await self.session.execute(_LOAD, params)).one()
+        connection = await self.session.connection()
+        count, reserved, spent, keyed = (await connection.execute(_LOAD, params)).one()
         return CallerLoad(
             active=int(count),
             reserved_micros=int(reserved),
