@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -320,31 +321,43 @@ class JobService:
                     if existing.created_at > now - window:
                         return _dedupe(existing, job.input_fingerprint)
                     await jobs.forget_idempotency_key(existing.id)
-            if load is not None:
-                limits = effective_limits(self.settings.limits_for(caller.tier), caller.overrides)
-                if self.rate_limiter is not None:
-                    rate = await self.rate_limiter.hit(
-                        "submit", caller.id, limits.rate_limit, limits.rate_window_seconds
-                    )
-                    self.last_rate.set(rate)
-                    if not rate.allowed:
-                        return RateLimited(
-                            retry_after_seconds=rate.reset_seconds,
-                            limit=rate.limit,
-                            window_seconds=rate.window_seconds,
-                        )
-                if (too_many := check_concurrency(limits, load.active)) is not None:
-                    return too_many
-                too_costly = check_cost(
-                    limits,
-                    spent=load.spent_micros,
-                    reserved=load.reserved_micros,
-                    reservation=job.reserved_micros,
-                    now=now,
+            if load is None:
+                return await jobs.insert(job, EventType.JOB_QUEUED, {})
+            limits = effective_limits(self.settings.limits_for(caller.tier), caller.overrides)
+            refused = check_concurrency(limits, load.active) or check_cost(
+                limits,
+                spent=load.spent_micros,
+                reserved=load.reserved_micros,
+                reservation=job.reserved_micros,
+                now=now,
+            )
+            if self.rate_limiter is None:
+                return refused or await jobs.insert(job, EventType.JOB_QUEUED, {})
+            hit = await self.rate_limiter.acquire(
+                "submit", caller.id, limits.rate_limit, limits.rate_window_seconds
+            )
+            # The window's state feeds the RateLimit headers (and Retry-After). With Redis it
+            # is a round trip of its own, so it is read while the job is being stored.
+            reading = asyncio.create_task(self.rate_limiter.state(hit))
+            try:
+                stored = None
+                if hit.allowed and refused is None:
+                    stored = await jobs.insert(job, EventType.JOB_QUEUED, {})
+            except BaseException:
+                reading.cancel()
+                raise
+            rate = await reading
+            self.last_rate.set(rate)
+            if not hit.allowed:
+                return RateLimited(
+                    retry_after_seconds=rate.reset_seconds,
+                    limit=rate.limit,
+                    window_seconds=rate.window_seconds,
                 )
-                if too_costly is not None:
-                    return too_costly
-            return await jobs.insert(job, EventType.JOB_QUEUED, {})
+            if refused is not None:
+                return refused
+            assert stored is not None  # allowed and not refused: stored above
+            return stored
 
     async def wait_for_terminal(self, job: Job, seconds: float) -> Job:
         """Hold until the job is terminal or ``seconds`` pass; return it as it is then."""
