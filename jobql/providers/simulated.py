@@ -12,6 +12,10 @@ Options (a task's ``model.options``):
     error_body           what a real provider's error body would say; kept off every response
     stall_after_tokens   stop producing (without ending) after this many tokens
     invalid_output       emit JSON that does not match the task's output schema
+
+Structured output is a deterministic instance of the task's output schema, seeded by the
+prompt; a sentiment label (an enum of positive / negative / neutral) follows a small word
+list instead, so that a demo classifier calls "I love it" positive.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -112,16 +117,40 @@ def _seeded(prompt: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big"))
 
 
-def example_for_schema(schema: dict[str, Any], rng: random.Random) -> Any:
+# Word lists for the simulated sentiment label (one string each: easier to read and extend).
+_POSITIVE = frozenset(
+    "love loved lovely like liked great good excellent amazing awesome wonderful fantastic "  # noqa: SIM905
+    "happy glad enjoy enjoyed best perfect nice delightful brilliant pleased recommend".split()
+)
+_NEGATIVE = frozenset(
+    "hate hated dislike bad terrible awful horrible worst poor sad angry disappointed "  # noqa: SIM905
+    "disappointing broken useless annoying slow refund never boring ugly".split()
+)
+
+
+def sentiment(text: str) -> str:
+    """positive, negative or neutral, by counting words of two small lists."""
+    words = re.findall(r"[a-z]+", text.lower())
+    score = sum(w in _POSITIVE for w in words) - sum(w in _NEGATIVE for w in words)
+    return "positive" if score > 0 else "negative" if score < 0 else "neutral"
+
+
+def _choose(options: list[Any], rng: random.Random, prompt: str) -> Any:
+    if {"positive", "negative", "neutral"} <= set(options):
+        return sentiment(prompt)
+    return rng.choice(options)
+
+
+def example_for_schema(schema: dict[str, Any], rng: random.Random, prompt: str = "") -> Any:
     """A deterministic instance of a (simple) JSON Schema."""
     if "enum" in schema:
-        return rng.choice(schema["enum"])
+        return _choose(schema["enum"], rng, prompt)
     kind = schema.get("type", "object")
     if kind == "object":
         props: dict[str, Any] = schema.get("properties", {})
-        return {name: example_for_schema(sub, rng) for name, sub in props.items()}
+        return {name: example_for_schema(sub, rng, prompt) for name, sub in props.items()}
     if kind == "array":
-        return [example_for_schema(schema.get("items", {}), rng) for _ in range(2)]
+        return [example_for_schema(schema.get("items", {}), rng, prompt) for _ in range(2)]
     if kind == "number":
         low, high = schema.get("minimum", 0), schema.get("maximum", 1)
         return round(rng.uniform(low, high), 2)
@@ -136,7 +165,7 @@ def simulated_tokens(request: ProviderRequest) -> list[str]:
     """The output, as the token pieces it streams in; the same prompt gives the same pieces."""
     rng = _seeded(request.prompt)
     if request.output_schema is not None:
-        value = example_for_schema(request.output_schema, rng)
+        value = example_for_schema(request.output_schema, rng, request.prompt)
         if request.options.get("invalid_output"):
             value = {"unexpected": value}
         text = json.dumps(value)

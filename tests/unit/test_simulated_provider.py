@@ -111,6 +111,26 @@ async def test_structured_output_validates_against_schema(provider: SimulatedPro
         jsonschema.validate(value, OUTPUT_SCHEMA)
 
 
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("I love it", "positive"),
+        ("Great service, would recommend.", "positive"),
+        ("I hate it, worst purchase ever", "negative"),
+        ("The parcel arrived on Tuesday.", "neutral"),
+        ("Good screen but terrible battery and awful support", "negative"),
+    ],
+)
+async def test_sentiment_label_follows_the_text(
+    provider: SimulatedProvider, text: str, label: str
+) -> None:
+    prompt = f"Classify the sentiment of the following text. Answer with JSON.\n\n{text}"
+    value = json.loads(
+        text_of(await collect(provider, request(prompt, output_schema=OUTPUT_SCHEMA)))
+    )
+    assert value["label"] == label
+
+
 async def test_invalid_output_does_not_validate(provider: SimulatedProvider) -> None:
     req = request("I love it", output_schema=OUTPUT_SCHEMA, invalid_output=True)
     value = json.loads(text_of(await collect(provider, req)))
