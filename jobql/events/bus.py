@@ -41,6 +41,10 @@ class EventBus(Protocol):
     def healthy(self) -> bool: ...
 
 
+# Put in a buffer to wake its receiver after a gap: receive() answers None for it.
+_GAP: dict[str, Any] = {}
+
+
 class BoundedSubscription:
     """A subscriber's buffer. When it is full the oldest messages are dropped and the
     subscriber is marked lost, so a slow consumer costs memory up to ``maxsize`` only."""
@@ -56,16 +60,20 @@ class BoundedSubscription:
         self._queue.put_nowait(message)
 
     def mark_lost(self) -> None:
+        """Messages may have been lost: the receiver wakes (None) and take_lost() is True."""
         self._lost = True
+        self.put(_GAP)
 
     async def receive(self, timeout: float | None) -> dict[str, Any] | None:
         if not self._queue.empty():
-            return self._queue.get_nowait()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._queue.get()
-        except TimeoutError:
-            return None
+            message = self._queue.get_nowait()
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await self._queue.get()
+            except TimeoutError:
+                return None
+        return None if message is _GAP else message
 
     def take_lost(self) -> bool:
         lost, self._lost = self._lost, False
@@ -92,7 +100,7 @@ class BroadcastBus:
 
     def __init__(self, url: str, *, buffer_size: int = 1000) -> None:
         self.url = url
-        self._broadcast = create_broadcast(url)
+        self._broadcast = create_broadcast(url, on_gap=self._mark_all_lost)
         self._buffer_size = buffer_size
         self._connected = False
         self._channels: dict[str, _Channel] = {}
@@ -123,9 +131,19 @@ class BroadcastBus:
 
     @property
     def healthy(self) -> bool:
-        # broadcaster's listener task dies silently when the backend connection drops.
+        # broadcaster's listener task dies silently when the backend connection drops;
+        # the Redis backend says whether its own connection is up (it reconnects).
         listener = self._listener()
-        return self._connected and listener is not None and not listener.done()
+        backend_listening = getattr(self._broadcast._backend, "listening", True)
+        return (
+            self._connected and listener is not None and not listener.done() and backend_listening
+        )
+
+    def _mark_all_lost(self) -> None:
+        """The backend reconnected: whatever was published meanwhile is gone."""
+        for state in self._channels.values():
+            for buffer in list(state.buffers):
+                buffer.mark_lost()
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         try:

@@ -107,6 +107,9 @@ class Worker:
                     while True:
                         message = await subscription.receive(None)
                         if message is None:
+                            # After a gap in the bus, a doorbell may have been lost.
+                            if subscription.take_lost() and channel == WAKEUP:
+                                self._wakeup.set()
                             continue
                         if channel == WAKEUP:
                             self._wakeup.set()

@@ -4,9 +4,11 @@ HTTP and WebSocket, on every backend."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from jobql.settings import Settings
 from tests.api import (
@@ -17,6 +19,7 @@ from tests.api import (
     stored,
     text_of,
 )
+from tests.backends import Backend, bus_url
 
 
 def assert_complete_log(events: list[dict[str, Any]]) -> None:
@@ -191,3 +194,36 @@ async def test_first_delta_is_not_coalesced_later_ones_are(settings: Settings) -
         assert len(deltas) < 40  # the other 39 tokens were batched
         assert "".join(deltas) == events[-1]["output"]
         await api.aclose()
+
+
+async def test_stream_survives_a_dropped_bus_connection(
+    settings: Settings, backend: Backend
+) -> None:
+    """Redis restarted (or a proxy closed the pub/sub connection) mid-stream: the subscriber
+    still gets every event exactly once, and the server's bus reconnects by itself."""
+    if backend.bus != "redis":
+        pytest.skip("only the Redis bus has a connection to lose")
+    name = f"jobql-test-{uuid.uuid4().hex[:12]}"
+    settings = settings.model_copy(
+        update={"broadcast_url": f"{settings.broadcast_url}?client_name={name}"}
+    )
+    admin = aioredis.Redis.from_url(bus_url("redis"))
+    async with serve(settings) as server:
+        api = await server.client()
+        job = await api.submit_ok("slow", {"topic": "outage"})
+        seen: list[dict[str, Any]] = []
+        async with api.ws() as session:
+            async for item in session.subscribe(events_request(job["id"])):
+                seen.append(item["jobEvents"])
+                if sum(e["__typename"] == "V1OutputDelta" for e in seen) == 3:
+                    clients = await admin.client_list(_type="pubsub")
+                    for client in clients:
+                        if client.get("name") == name:
+                            await admin.client_kill_filter(_id=client["id"])
+        assert_complete_log(stored(seen))
+        assert text_of(seen) == (await api.job(job["id"]))["output"]
+        backend_ = server.runtime.bus._broadcast._backend
+        assert backend_.reconnects >= 1
+        assert server.runtime.bus.healthy
+        await api.aclose()
+    await admin.aclose()

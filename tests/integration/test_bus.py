@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
-from jobql.events.bus import BroadcastBus
+from jobql.events.bus import BoundedSubscription, BroadcastBus
 from tests.backends import bus_url
 
 
@@ -63,3 +65,45 @@ async def test_resubscribe_after_everyone_left(bus: BroadcastBus) -> None:
     async with bus.subscribe(channel) as subscription:
         await bus.publish(channel, {"seq": 2})
         assert await subscription.receive(5) == {"seq": 2}
+
+
+async def test_a_gap_wakes_the_receiver_and_asks_for_a_resync() -> None:
+    subscription = BoundedSubscription(10)
+    waiting = asyncio.create_task(subscription.receive(None))
+    await asyncio.sleep(0)  # the receiver is waiting
+    subscription.mark_lost()
+    assert await asyncio.wait_for(waiting, 5) is None
+    assert subscription.take_lost()
+    assert not subscription.take_lost()
+    subscription.put({"seq": 1})
+    assert await subscription.receive(0) == {"seq": 1}
+
+
+async def test_redis_pubsub_connection_dropped_reconnects_and_asks_for_a_resync() -> None:
+    """Redis restarted or a proxy closed the connection: the bus subscribes again by itself,
+    tells every subscriber that messages may be gone, and delivers the next ones."""
+    name = f"jobql-test-{uuid.uuid4().hex[:12]}"
+    bus = BroadcastBus(f"{bus_url('redis')}?client_name={name}")
+    await bus.connect()
+    admin = aioredis.Redis.from_url(bus_url("redis"))
+    try:
+        async with bus.subscribe("jobql.test.drop") as subscription:
+            await bus.publish("jobql.test.drop", {"seq": 1})
+            assert await subscription.receive(5) == {"seq": 1}
+
+            clients = await admin.client_list(_type="pubsub")
+            ours = [c["id"] for c in clients if c.get("name") == name]
+            assert len(ours) == 1
+            await admin.client_kill_filter(_id=ours[0])
+
+            # Woken without a message, and told to resync (what was published is gone).
+            assert await subscription.receive(10) is None
+            assert subscription.take_lost()
+            assert bus.healthy
+            await bus.publish("jobql.test.drop", {"seq": 2})
+            assert await subscription.receive(5) == {"seq": 2}
+            clients = await admin.client_list(_type="pubsub")
+            assert len([c for c in clients if c.get("name") == name]) == 1
+    finally:
+        await admin.aclose()
+        await bus.disconnect()
