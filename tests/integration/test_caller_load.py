@@ -3,18 +3,15 @@ what it spent today and which job holds the idempotency key, on real SQLite and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobql.events.bus import BroadcastBus
 from jobql.models import Job, JobStatus, UsageDay
 from jobql.models.base import utcnow
-from jobql.repositories.database import create_engine, create_session_factory
 from jobql.repositories.principals import PrincipalRepository
 from jobql.services.auth import Caller, KeyService
 from jobql.services.jobs import JobService, SubmitRequest, Submitted
@@ -22,13 +19,6 @@ from jobql.settings import Settings
 from jobql.tasks import load_tasks
 
 ACTIVE_INDEX = "ix_jobs_active_principal_id"
-
-
-@pytest.fixture
-async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings.database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def submit(

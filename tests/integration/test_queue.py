@@ -5,28 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobql.events.bus import BroadcastBus
 from jobql.events.types import EventType
 from jobql.models import Job, JobStatus
-from jobql.repositories.database import create_engine, create_session_factory
 from jobql.repositories.jobs import JobRepository
 from jobql.services.auth import Caller, KeyService
 from jobql.services.jobs import JobService, SubmitRequest, Submitted
 from jobql.settings import Settings
 from jobql.tasks import load_tasks
-
-
-@pytest.fixture
-async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings.database_url)
-    yield create_session_factory(engine)
-    await engine.dispose()
 
 
 async def submit_many(
