@@ -51,6 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         json=settings.log_format == "json",
         include_content=settings.log_content,
     )
+    if args.command in ("serve", "worker"):
+        from jobql.runtime import ConfigError, check_configuration
+
+        try:
+            check_configuration(
+                settings, with_worker=args.command == "worker" or settings.inline_worker
+            )
+        except ConfigError as exc:
+            print(f"jobql: {exc}", file=sys.stderr)
+            return 2
     if args.command == "serve":
         return serve_command(settings, args.host, args.port)
     if args.command == "worker":

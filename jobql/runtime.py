@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from jobql.events.bus import BroadcastBus
 from jobql.observability.metrics import Metrics
+from jobql.providers.base import Provider
+from jobql.providers.openai_compat import OpenAICompatibleProvider
 from jobql.providers.registry import ProviderRegistry
 from jobql.providers.simulated import SimulatedProvider
 from jobql.repositories.database import create_engine, create_session_factory
@@ -53,8 +55,49 @@ class Runtime:
         return True
 
 
-def default_providers() -> ProviderRegistry:
-    return ProviderRegistry([SimulatedProvider()])
+def build_providers(
+    settings: Settings, simulated: SimulatedProvider | None = None
+) -> ProviderRegistry:
+    """The built-in simulated provider plus every one configured in ``settings.providers``."""
+    providers: list[Provider] = [simulated or SimulatedProvider()]
+    for name, config in settings.providers.items():
+        if name == SimulatedProvider.name:
+            raise ConfigError(f"provider name {name!r} is the built-in one's")
+        providers.append(OpenAICompatibleProvider(name, config))
+    return ProviderRegistry(providers)
+
+
+def provider_names(settings: Settings, providers: ProviderRegistry | None = None) -> set[str]:
+    if providers is not None:
+        return set(providers.names())
+    return {SimulatedProvider.name, *settings.providers}
+
+
+def check_configuration(settings: Settings, *, with_worker: bool) -> None:
+    """What can be checked before a process starts serving; raises ConfigError."""
+    if SimulatedProvider.name in settings.providers:
+        raise ConfigError(f"provider name {SimulatedProvider.name!r} is the built-in one's")
+    if with_worker:
+        check_task_providers(load_tasks(settings.tasks_file), provider_names(settings))
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot work; the message says what to change."""
+
+
+def check_task_providers(tasks: TaskRegistry, available: set[str]) -> None:
+    """Every task's provider must exist where jobs run, or its jobs could only fail."""
+    missing = sorted(
+        f"{task.api_version}.{task.name} uses {task.model.provider!r}"
+        for task in tasks.all()
+        if task.model.provider not in available
+    )
+    if missing:
+        raise ConfigError(
+            "tasks refer to providers that are not configured ("
+            + "; ".join(missing)
+            + "): add them to JOBQL_PROVIDERS (see README, Providers)"
+        )
 
 
 @contextlib.asynccontextmanager
@@ -72,7 +115,9 @@ async def open_runtime(
         sessions = create_session_factory(engine)
         bus = BroadcastBus(settings.broadcast_url)
         await bus.connect()
-        providers = providers or default_providers()
+        if with_worker:
+            check_task_providers(tasks, provider_names(settings, providers))
+        providers = providers or build_providers(settings)
         rate_limiter = RateLimiter(settings.redis_url)
         metrics = Metrics(tasks={t.name for t in tasks.all()}, providers=providers.names())
         services = Services(

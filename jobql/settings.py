@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_TASKS_FILE = Path(__file__).parent / "tasks" / "demo.toml"
@@ -17,6 +18,24 @@ class TierLimits(BaseModel):
     rate_window_seconds: int = Field(default=60, ge=1)
     daily_cost_cap_usd: float = Field(default=10.0, ge=0, description="per UTC day")
     max_active_jobs: int = Field(default=10, ge=1, description="queued + running")
+
+
+class ProviderSettings(BaseModel):
+    """One model provider reached over HTTP, by the name task contracts use
+    (`model = { provider = "<name>", ... }`)."""
+
+    kind: Literal["openai"] = Field(
+        default="openai",
+        description="wire protocol: OpenAI-compatible chat completions "
+        "(OpenAI, vLLM, Ollama, LiteLLM, Together, ...)",
+    )
+    base_url: str = Field(description="e.g. https://api.openai.com/v1")
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict, description="sent on every request")
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The longest silence allowed between two chunks of a stream (else PROVIDER_TIMEOUT).
+    read_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)
 
 
 DEFAULT_TIER_LIMITS = {
@@ -88,6 +107,10 @@ class Settings(BaseSettings):
     # (as JSON) get InvalidInput.
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_input_bytes: int = Field(default=256_000, ge=64)
+
+    # Model providers besides the built-in "simulated", by name:
+    # JOBQL_PROVIDERS='{"openai": {"base_url": "https://api.openai.com/v1", "api_key": "sk-..."}}'
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
 
     def limits_for(self, tier: str) -> TierLimits:
         return self.tier_limits.get(tier) or self.tier_limits.get("standard") or TierLimits()

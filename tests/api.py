@@ -17,9 +17,8 @@ from starlette.applications import Starlette
 
 from jobql.app import create_app
 from jobql.models import Job
-from jobql.providers.registry import ProviderRegistry
 from jobql.providers.simulated import SimulatedProvider
-from jobql.runtime import Runtime
+from jobql.runtime import Runtime, build_providers
 from jobql.settings import Settings
 
 JOB_FIELDS = """
@@ -128,7 +127,7 @@ class Server:
 async def serve(settings: Settings) -> AsyncIterator[Server]:
     """Run the app under a real uvicorn on a free port, in this event loop."""
     provider = SimulatedProvider()
-    app = create_app(settings, providers=ProviderRegistry([provider]))
+    app = create_app(settings, providers=build_providers(settings, simulated=provider))
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio"
     )

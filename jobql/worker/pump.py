@@ -74,6 +74,10 @@ class ProviderPump:
 
     async def aclose(self) -> None:
         """Make sure the provider stream is closed before usage is recorded."""
-        self._task.cancel()
+        if self.stop_reason is None:
+            self._task.cancel()
+        # Cancelled once (by stop() or just now), the stream is closing: an HTTP provider
+        # closes its upstream response here. A second cancel would interrupt that close and
+        # leave the upstream request running.
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

@@ -63,3 +63,24 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"jobs", "job_events", "principals", "api_keys", "usage"} <= tables
+
+
+def test_serve_and_worker_refuse_tasks_whose_provider_is_not_configured(tmp_path: Path) -> None:
+    tasks = Path(__file__).parent.parent / "tasks_openai.toml"
+    for command in ("serve", "worker"):
+        result = subprocess.run(
+            [sys.executable, "-m", "jobql.cli", command],
+            env={
+                **os.environ,
+                "JOBQL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}",
+                "JOBQL_TASKS_FILE": str(tasks),
+                "JOBQL_PROVIDERS": "{}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "v1.chat uses 'openai'" in result.stderr
+        assert "JOBQL_PROVIDERS" in result.stderr

@@ -1,0 +1,79 @@
+"""What every HTTP provider shares: reading a server-sent event stream, and turning an
+upstream error status into our error taxonomy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from jobql.errors import ErrorCode
+from jobql.providers.base import ProviderError
+
+log = logging.getLogger(__name__)
+
+# What is kept of an upstream error body (on the exception only, for debugging).
+MAX_ERROR_BODY = 4096
+UNAVAILABLE_STATUSES = frozenset({408, 409, 425, 500, 502, 503, 504, 520, 522, 524, 529})
+CONTENT_FILTER_MARKERS = ("content_filter", "content_policy", "content_management_policy")
+
+
+async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event, its lines joined with newlines."""
+    lines: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if lines:
+                yield "\n".join(lines)
+                lines = []
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            lines.append(value[1:] if value.startswith(" ") else value)
+    if lines:
+        yield "\n".join(lines)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """From ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def error_for_status(
+    provider: str, status: int, headers: Mapping[str, str], body: str
+) -> ProviderError:
+    """An upstream error answer, classified. The body stays on the exception only."""
+    body = body[:MAX_ERROR_BODY]
+    if status == 429:
+        code = ErrorCode.PROVIDER_RATE_LIMITED
+    elif status in UNAVAILABLE_STATUSES or status >= 500:
+        code = ErrorCode.PROVIDER_UNAVAILABLE
+    elif status == 400 and any(marker in body for marker in CONTENT_FILTER_MARKERS):
+        code = ErrorCode.CONTENT_FILTERED
+    else:
+        # 401, 403, 404, 422, ...: our configuration (key, model name, request shape), not
+        # the client's; the operator needs to know, the client gets INTERNAL.
+        code = ErrorCode.INTERNAL
+        log.warning("provider %s refused the request: HTTP %s", provider, status)
+    return ProviderError(code, retry_after_seconds=retry_after_seconds(headers), body=body)

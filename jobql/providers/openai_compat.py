@@ -1,0 +1,123 @@
+"""OpenAI-compatible chat completions, streamed over HTTP with httpx: OpenAI itself and the
+servers that speak its API (vLLM, Ollama, LiteLLM, Together, Groq, ...).
+
+One request per job attempt: ``POST {base_url}/chat/completions`` with ``stream: true`` and
+``stream_options.include_usage``, the rendered prompt as one user message, the task's
+``max_output_tokens`` as ``max_tokens`` and, when the task has an output schema, a
+``json_schema`` response format. The task's ``model.options`` are sent as they are
+(``temperature``, ``top_p``, ``seed``, ...), so any parameter the server knows can be set
+per task. Closing the stream closes the HTTP response: the upstream inference stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from jobql.errors import ErrorCode
+from jobql.providers.base import ProviderError, ProviderEvent, ProviderRequest, TextDelta, Usage
+from jobql.providers.http import MAX_ERROR_BODY, error_for_status, sse_data
+from jobql.settings import ProviderSettings
+
+log = logging.getLogger(__name__)
+
+# Fields of the request body a task's options cannot replace.
+RESERVED = frozenset({"model", "messages", "stream", "stream_options"})
+
+
+class OpenAICompatibleProvider:
+    def __init__(
+        self,
+        name: str,
+        config: ProviderSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        headers = dict(config.headers)
+        if config.api_key is not None:
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._client = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(
+                config.read_timeout_seconds, connect=config.connect_timeout_seconds
+            ),
+            limits=httpx.Limits(max_connections=config.max_connections),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def body(self, request: ProviderRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"max_tokens": request.max_output_tokens}
+        if request.output_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": request.output_schema},
+            }
+        body.update({k: v for k, v in request.options.items() if k not in RESERVED})
+        body.update(
+            model=request.model,
+            messages=[{"role": "user", "content": request.prompt}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        return body
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        usage: dict[str, Any] | None = None
+        try:
+            async with self._client.stream(
+                "POST",
+                "chat/completions",
+                json=self.body(request),
+                headers={"X-Request-ID": request.request_id},
+            ) as response:
+                if response.status_code >= 400:
+                    body = (await response.aread())[:MAX_ERROR_BODY].decode(errors="replace")
+                    raise error_for_status(self.name, response.status_code, response.headers, body)
+                async for data in sse_data(response):
+                    if data.strip() == "[DONE]":
+                        break
+                    chunk = _parse(data)
+                    if chunk.get("error") is not None:
+                        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data)
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            # A chunk is about one token; the final usage has the real count.
+                            yield TextDelta(text=text, tokens=1)
+                        if choice.get("finish_reason") == "content_filter":
+                            raise ProviderError(ErrorCode.CONTENT_FILTERED)
+        except httpx.TimeoutException as exc:
+            code = (
+                ErrorCode.PROVIDER_UNAVAILABLE
+                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+                else ErrorCode.PROVIDER_TIMEOUT
+            )
+            raise ProviderError(code) from exc
+        except httpx.TransportError as exc:  # refused, reset, DNS, a broken stream
+            raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE) from exc
+        if usage is not None:
+            yield Usage(
+                input_tokens=int(usage.get("prompt_tokens") or 0),
+                output_tokens=int(usage.get("completion_tokens") or 0),
+            )
+
+
+def _parse(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data[:MAX_ERROR_BODY]) from None
+    if not isinstance(chunk, dict):
+        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data[:MAX_ERROR_BODY])
+    return chunk

@@ -1,0 +1,85 @@
+"""Jobs run by an OpenAI-compatible provider configured the way an operator does it
+(JOBQL_PROVIDERS), against a real HTTP server speaking that API, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from jobql.settings import ProviderSettings, Settings
+from tests.api import serve, text_of
+from tests.fake_openai import PROMPT_TOKENS, SECRET, WORDS, FakeOpenAI, running_fake_openai
+
+TASKS = Path(__file__).parent.parent / "tasks_openai.toml"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with running_fake_openai() as server:
+        yield server
+
+
+def with_openai(settings: Settings, fake: FakeOpenAI) -> Settings:
+    provider = ProviderSettings(base_url=fake.base_url, api_key=SecretStr("sk-e2e"))
+    return settings.model_copy(update={"tasks_file": TASKS, "providers": {"openai": provider}})
+
+
+async def test_a_job_streams_from_the_provider_and_bills_its_usage(
+    settings: Settings, fake: FakeOpenAI
+) -> None:
+    async with serve(with_openai(settings, fake)) as server:
+        api = await server.client()
+        job = await api.submit_ok("chat", {"topic": "tides"})
+        events = await api.events(job["id"])
+        final = events[-1]
+        assert final["__typename"] == "V1JobSucceeded"
+        assert final["output"] == text_of(events) == "".join(WORDS)
+        assert final["usage"]["inputTokens"] == PROMPT_TOKENS
+        assert final["usage"]["outputTokens"] == len(WORDS)
+        assert final["costUsd"] == pytest.approx(PROMPT_TOKENS / 1000 + len(WORDS) / 1000 * 2)
+        assert final["model"] == {"provider": "openai", "name": "ok", "version": "ok-2026-01"}
+        (sent,) = fake.requests
+        assert sent["body"]["messages"][0]["content"] == "Write about tides."
+        assert sent["body"]["temperature"] == 0.3
+        assert sent["headers"]["authorization"] == "Bearer sk-e2e"
+        assert sent["headers"]["x-request-id"] == f"{job['id']}:1"
+
+
+async def test_cancel_closes_the_upstream_stream(settings: Settings, fake: FakeOpenAI) -> None:
+    async with serve(with_openai(settings, fake)) as server:
+        api = await server.client()
+        job = await api.submit_ok("chat-slow", {"topic": "stop me"})
+        await api.wait_for_event(job["id"], "V1OutputDelta")
+        assert (await api.cancel(job["id"], "enough"))["__typename"] == "V1CancelJobSuccess"
+        events = await api.events(job["id"])
+        assert events[-1]["__typename"] == "V1JobCancelled"
+        (log,) = fake.streams
+        async with asyncio.timeout(10):
+            await log.disconnected.wait()
+        assert not log.completed
+        assert log.sent < len(WORDS)
+        # Partial output and usage are kept: one token per chunk the worker received.
+        cancelled = await api.job(job["id"])
+        received = next(k for k in range(len(WORDS)) if "".join(WORDS[:k]) == cancelled["output"])
+        assert received >= 1
+        assert cancelled["usage"]["outputTokens"] == received
+
+
+async def test_provider_rate_limit_fails_the_job_retryably_without_its_body(
+    settings: Settings, fake: FakeOpenAI
+) -> None:
+    async with serve(with_openai(settings, fake)) as server:
+        api = await server.client()
+        job = await api.submit_ok("chat-busy", {"topic": "busy"})
+        events = await api.events(job["id"])
+        error = events[-1]["error"]
+        assert error["code"] == "PROVIDER_RATE_LIMITED"
+        assert error["retryable"] is True
+        assert error["retryAfterSeconds"] == 7
+        assert SECRET not in json.dumps(events)
+        assert SECRET not in json.dumps(await api.job(job["id"]))
