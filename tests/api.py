@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import uvicorn
 from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 from sqlalchemy import update
@@ -20,6 +19,7 @@ from jobql.models import Job
 from jobql.providers.simulated import SimulatedProvider
 from jobql.runtime import Runtime, build_providers
 from jobql.settings import Settings
+from tests.uvicorn_server import uvicorn_serving
 
 JOB_FIELDS = """
   id task tier status output result phase attempts lastSeq requestId idempotencyKey
@@ -128,25 +128,13 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
     """Run the app under a real uvicorn on a free port, in this event loop."""
     provider = SimulatedProvider()
     app = create_app(settings, providers=build_providers(settings, simulated=provider))
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    running = Server(app, port, provider)
-    try:
-        yield running
-    finally:
-        for api in running.clients:
-            await api.aclose()
-        server.should_exit = True
-        await task
+    async with uvicorn_serving(app, ws="websockets-sansio") as port:
+        running = Server(app, port, provider)
+        try:
+            yield running
+        finally:
+            for api in running.clients:
+                await api.aclose()
 
 
 class Api:

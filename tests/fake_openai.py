@@ -25,11 +25,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.uvicorn_server import uvicorn_serving
 
 WORDS = ["The", " tide", " comes", " in", " twice", " a", " day", "."]
 SECRET = "UPSTREAM-OPENAI-SECRET-41c9"
@@ -115,18 +116,7 @@ def _chunk(delta: dict[str, Any], finish: str | None) -> str:
 @contextlib.asynccontextmanager
 async def running_fake_openai() -> AsyncIterator[FakeOpenAI]:
     fake = FakeOpenAI()
-    config = uvicorn.Config(fake.app(), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    fake.port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    # force_exit: a stalled stream must not hold the test up on the way out.
+    async with uvicorn_serving(fake.app(), force_exit=True) as port:
+        fake.port = port
         yield fake
-    finally:
-        server.should_exit = True
-        server.force_exit = True  # a stalled stream must not hold the test up
-        await task
