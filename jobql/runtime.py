@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from jobql.events.bus import BroadcastBus
 from jobql.observability.metrics import Metrics
+from jobql.providers.anthropic import AnthropicProvider
 from jobql.providers.base import Provider
 from jobql.providers.openai_compat import OpenAICompatibleProvider
 from jobql.providers.registry import ProviderRegistry
@@ -63,7 +64,8 @@ def build_providers(
     for name, config in settings.providers.items():
         if name == SimulatedProvider.name:
             raise ConfigError(f"provider name {name!r} is the built-in one's")
-        providers.append(OpenAICompatibleProvider(name, config))
+        kind = AnthropicProvider if config.kind == "anthropic" else OpenAICompatibleProvider
+        providers.append(kind(name, config))
     return ProviderRegistry(providers)
 
 

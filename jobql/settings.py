@@ -24,12 +24,14 @@ class ProviderSettings(BaseModel):
     """One model provider reached over HTTP, by the name task contracts use
     (`model = { provider = "<name>", ... }`)."""
 
-    kind: Literal["openai"] = Field(
+    kind: Literal["openai", "anthropic"] = Field(
         default="openai",
-        description="wire protocol: OpenAI-compatible chat completions "
-        "(OpenAI, vLLM, Ollama, LiteLLM, Together, ...)",
+        description="wire protocol: OpenAI-compatible chat completions (OpenAI, vLLM, "
+        "Ollama, LiteLLM, Together, ...) or Anthropic's Messages API",
     )
-    base_url: str = Field(description="e.g. https://api.openai.com/v1")
+    base_url: str = Field(
+        description="e.g. https://api.openai.com/v1 or https://api.anthropic.com/v1"
+    )
     api_key: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="sent on every request")
     connect_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -3,15 +3,19 @@ upstream error status into our error taxonomy."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
 from jobql.errors import ErrorCode
 from jobql.providers.base import ProviderError
+from jobql.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +81,64 @@ def error_for_status(
         code = ErrorCode.INTERNAL
         log.warning("provider %s refused the request: HTTP %s", provider, status)
     return ProviderError(code, retry_after_seconds=retry_after_seconds(headers), body=body)
+
+
+class HttpProvider:
+    """A named provider with one pooled client; ``read_timeout_seconds`` bounds each
+    silence of a stream. ``headers`` are the protocol's own (auth, version); the configured
+    ones are added over them."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ProviderSettings,
+        headers: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self._client = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/",
+            headers={**headers, **config.headers},
+            timeout=httpx.Timeout(
+                config.read_timeout_seconds, connect=config.connect_timeout_seconds
+            ),
+            limits=httpx.Limits(max_connections=config.max_connections),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def streaming_post(
+    client: httpx.AsyncClient, provider: str, path: str, body: dict[str, Any], request_id: str
+) -> AsyncIterator[httpx.Response]:
+    """POST ``body`` and hand over the streaming response. An error status, a timeout or a
+    broken connection, also while the caller reads the stream, become a ProviderError;
+    leaving the block (a cancelled job) closes the response and so the upstream request."""
+    try:
+        async with client.stream(
+            "POST", path, json=body, headers={"X-Request-ID": request_id}
+        ) as response:
+            if response.status_code >= 400:
+                raw = (await response.aread())[:MAX_ERROR_BODY].decode(errors="replace")
+                raise error_for_status(provider, response.status_code, response.headers, raw)
+            yield response
+    except httpx.TimeoutException as exc:
+        slow = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+        code = ErrorCode.PROVIDER_TIMEOUT if slow else ErrorCode.PROVIDER_UNAVAILABLE
+        raise ProviderError(code) from exc
+    except httpx.TransportError as exc:  # refused, reset, DNS, a stream cut short
+        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE) from exc
+
+
+def json_object(data: str) -> dict[str, Any]:
+    """One event's JSON; anything else means the upstream is broken."""
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data[:MAX_ERROR_BODY])
+    return value

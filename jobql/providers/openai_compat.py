@@ -11,8 +11,6 @@ per task. Closing the stream closes the HTTP response: the upstream inference st
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,16 +18,20 @@ import httpx
 
 from jobql.errors import ErrorCode
 from jobql.providers.base import ProviderError, ProviderEvent, ProviderRequest, TextDelta, Usage
-from jobql.providers.http import MAX_ERROR_BODY, error_for_status, sse_data
+from jobql.providers.http import (
+    MAX_ERROR_BODY,
+    HttpProvider,
+    json_object,
+    sse_data,
+    streaming_post,
+)
 from jobql.settings import ProviderSettings
-
-log = logging.getLogger(__name__)
 
 # Fields of the request body a task's options cannot replace.
 RESERVED = frozenset({"model", "messages", "stream", "stream_options"})
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(HttpProvider):
     def __init__(
         self,
         name: str,
@@ -37,22 +39,9 @@ class OpenAICompatibleProvider:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        headers = dict(config.headers)
-        if config.api_key is not None:
-            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(
-                config.read_timeout_seconds, connect=config.connect_timeout_seconds
-            ),
-            limits=httpx.Limits(max_connections=config.max_connections),
-            transport=transport,
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+        key = config.api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        super().__init__(name, config, headers, transport)
 
     def body(self, request: ProviderRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"max_tokens": request.max_output_tokens}
@@ -72,52 +61,27 @@ class OpenAICompatibleProvider:
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         usage: dict[str, Any] | None = None
-        try:
-            async with self._client.stream(
-                "POST",
-                "chat/completions",
-                json=self.body(request),
-                headers={"X-Request-ID": request.request_id},
-            ) as response:
-                if response.status_code >= 400:
-                    body = (await response.aread())[:MAX_ERROR_BODY].decode(errors="replace")
-                    raise error_for_status(self.name, response.status_code, response.headers, body)
-                async for data in sse_data(response):
-                    if data.strip() == "[DONE]":
-                        break
-                    chunk = _parse(data)
-                    if chunk.get("error") is not None:
-                        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data)
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            # A chunk is about one token; the final usage has the real count.
-                            yield TextDelta(text=text, tokens=1)
-                        if choice.get("finish_reason") == "content_filter":
-                            raise ProviderError(ErrorCode.CONTENT_FILTERED)
-        except httpx.TimeoutException as exc:
-            code = (
-                ErrorCode.PROVIDER_UNAVAILABLE
-                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-                else ErrorCode.PROVIDER_TIMEOUT
-            )
-            raise ProviderError(code) from exc
-        except httpx.TransportError as exc:  # refused, reset, DNS, a broken stream
-            raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE) from exc
+        post = streaming_post(
+            self._client, self.name, "chat/completions", self.body(request), request.request_id
+        )
+        async with post as response:
+            async for data in sse_data(response):
+                if data.strip() == "[DONE]":
+                    break
+                chunk = json_object(data)
+                if chunk.get("error") is not None:
+                    raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data[:MAX_ERROR_BODY])
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        # A chunk is about one token; the final usage has the real count.
+                        yield TextDelta(text=text, tokens=1)
+                    if choice.get("finish_reason") == "content_filter":
+                        raise ProviderError(ErrorCode.CONTENT_FILTERED)
         if usage is not None:
             yield Usage(
                 input_tokens=int(usage.get("prompt_tokens") or 0),
                 output_tokens=int(usage.get("completion_tokens") or 0),
             )
-
-
-def _parse(data: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except json.JSONDecodeError:
-        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data[:MAX_ERROR_BODY]) from None
-    if not isinstance(chunk, dict):
-        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data[:MAX_ERROR_BODY])
-    return chunk

@@ -66,7 +66,7 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
 
 
 def test_serve_and_worker_refuse_tasks_whose_provider_is_not_configured(tmp_path: Path) -> None:
-    tasks = Path(__file__).parent.parent / "tasks_openai.toml"
+    tasks = Path(__file__).parent.parent / "tasks_providers.toml"
     for command in ("serve", "worker"):
         result = subprocess.run(
             [sys.executable, "-m", "jobql.cli", command],

@@ -1,5 +1,5 @@
-"""Jobs run by an OpenAI-compatible provider configured the way an operator does it
-(JOBQL_PROVIDERS), against a real HTTP server speaking that API, on every backend."""
+"""Jobs run by HTTP providers configured the way an operator does it (JOBQL_PROVIDERS),
+against real HTTP servers speaking the OpenAI and the Anthropic APIs, on every backend."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pydantic import SecretStr
 
 from jobql.settings import ProviderSettings, Settings
 from tests.api import serve, text_of
+from tests.fake_anthropic import FakeAnthropic, running_fake_anthropic
 from tests.fake_openai import PROMPT_TOKENS, SECRET, WORDS, FakeOpenAI, running_fake_openai
 
-TASKS = Path(__file__).parent.parent / "tasks_openai.toml"
+TASKS = Path(__file__).parent.parent / "tasks_providers.toml"
 
 
 @pytest.fixture
@@ -24,15 +25,30 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
         yield server
 
 
-def with_openai(settings: Settings, fake: FakeOpenAI) -> Settings:
-    provider = ProviderSettings(base_url=fake.base_url, api_key=SecretStr("sk-e2e"))
-    return settings.model_copy(update={"tasks_file": TASKS, "providers": {"openai": provider}})
+@pytest.fixture
+async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
+    async with running_fake_anthropic() as server:
+        yield server
+
+
+def with_providers(
+    settings: Settings, fake: FakeOpenAI, anthropic: FakeAnthropic | None = None
+) -> Settings:
+    providers = {
+        "openai": ProviderSettings(base_url=fake.base_url, api_key=SecretStr("sk-e2e")),
+        "anthropic": ProviderSettings(
+            kind="anthropic",
+            base_url=anthropic.base_url if anthropic else "http://127.0.0.1:9/v1",
+            api_key=SecretStr("sk-ant-e2e"),
+        ),
+    }
+    return settings.model_copy(update={"tasks_file": TASKS, "providers": providers})
 
 
 async def test_a_job_streams_from_the_provider_and_bills_its_usage(
     settings: Settings, fake: FakeOpenAI
 ) -> None:
-    async with serve(with_openai(settings, fake)) as server:
+    async with serve(with_providers(settings, fake)) as server:
         api = await server.client()
         job = await api.submit_ok("chat", {"topic": "tides"})
         events = await api.events(job["id"])
@@ -51,7 +67,7 @@ async def test_a_job_streams_from_the_provider_and_bills_its_usage(
 
 
 async def test_cancel_closes_the_upstream_stream(settings: Settings, fake: FakeOpenAI) -> None:
-    async with serve(with_openai(settings, fake)) as server:
+    async with serve(with_providers(settings, fake)) as server:
         api = await server.client()
         job = await api.submit_ok("chat-slow", {"topic": "stop me"})
         await api.wait_for_event(job["id"], "V1OutputDelta")
@@ -73,7 +89,7 @@ async def test_cancel_closes_the_upstream_stream(settings: Settings, fake: FakeO
 async def test_provider_rate_limit_fails_the_job_retryably_without_its_body(
     settings: Settings, fake: FakeOpenAI
 ) -> None:
-    async with serve(with_openai(settings, fake)) as server:
+    async with serve(with_providers(settings, fake)) as server:
         api = await server.client()
         job = await api.submit_ok("chat-busy", {"topic": "busy"})
         events = await api.events(job["id"])
@@ -83,3 +99,22 @@ async def test_provider_rate_limit_fails_the_job_retryably_without_its_body(
         assert error["retryAfterSeconds"] == 7
         assert SECRET not in json.dumps(events)
         assert SECRET not in json.dumps(await api.job(job["id"]))
+
+
+async def test_a_job_streams_from_an_anthropic_provider(
+    settings: Settings, fake: FakeOpenAI, fake_anthropic: FakeAnthropic
+) -> None:
+    async with serve(with_providers(settings, fake, fake_anthropic)) as server:
+        api = await server.client()
+        job = await api.submit_ok("claude", {"topic": "tides"})
+        events = await api.events(job["id"])
+        final = events[-1]
+        assert final["__typename"] == "V1JobSucceeded"
+        assert final["output"] == text_of(events) == "".join(WORDS)
+        assert final["usage"]["inputTokens"] == PROMPT_TOKENS
+        assert final["usage"]["outputTokens"] == len(WORDS)
+        assert final["costUsd"] == pytest.approx(PROMPT_TOKENS * 3 / 1000 + len(WORDS) * 15 / 1000)
+        assert final["model"] == {"provider": "anthropic", "name": "ok", "version": "ok-2026-02"}
+        (sent,) = fake_anthropic.requests
+        assert sent["body"]["system"] == "Be brief."
+        assert sent["headers"]["x-api-key"] == "sk-ant-e2e"

@@ -1,0 +1,103 @@
+"""A small server speaking Anthropic's Messages API (streaming), for the provider tests.
+
+The requested model name picks the behaviour:
+
+    ok                    streams WORDS, with usage in message_start and message_delta
+    slow                  the same, PACE seconds apart (for cancellation)
+    rate-limited          429 with Retry-After: 7 and an error body holding SECRET
+    overloaded            529 (Anthropic's "overloaded")
+    overloaded-midstream  two deltas, then an overloaded_error event
+    refusal               two deltas, then stop_reason "refusal"
+    cut                   two deltas, then the stream ends without message_stop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.fake_openai import PACE, PROMPT_TOKENS, SECRET, WORDS, StreamLog
+from tests.uvicorn_server import uvicorn_serving
+
+
+@dataclass
+class FakeAnthropic:
+    port: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    streams: list[StreamLog] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def messages(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append({"headers": dict(request.headers), "body": body})
+        model = body["model"]
+        if model == "rate-limited":
+            error = {"type": "error", "error": {"type": "rate_limit_error", "message": SECRET}}
+            return JSONResponse(error, status_code=429, headers={"retry-after": "7"})
+        if model == "overloaded":
+            error = {"type": "error", "error": {"type": "overloaded_error", "message": SECRET}}
+            return JSONResponse(error, status_code=529)
+        log = StreamLog(model)
+        self.streams.append(log)
+        return StreamingResponse(self._events(model, log), media_type="text/event-stream")
+
+    async def _events(self, model: str, log: StreamLog) -> AsyncIterator[str]:
+        try:
+            usage = {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}
+            yield _event("message_start", {"message": {"id": "m1", "usage": usage}})
+            yield _event("content_block_start", {"index": 0, "content_block": {"type": "text"}})
+            yield _event("ping", {})
+            for index, word in enumerate(WORDS):
+                if index == 2 and model == "overloaded-midstream":
+                    yield _event(
+                        "error", {"error": {"type": "overloaded_error", "message": SECRET}}
+                    )
+                    return
+                if index == 2 and model == "refusal":
+                    yield _event("message_delta", {"delta": {"stop_reason": "refusal"}})
+                    yield _event("message_stop", {})
+                    return
+                if index == 2 and model == "cut":
+                    return
+                if model == "slow" and index:
+                    await asyncio.sleep(PACE)
+                delta = {"type": "text_delta", "text": word}
+                yield _event("content_block_delta", {"index": 0, "delta": delta})
+                log.sent += 1
+            yield _event("content_block_stop", {"index": 0})
+            yield _event(
+                "message_delta",
+                {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(WORDS)}},
+            )
+            yield _event("message_stop", {})
+            log.completed = True
+        finally:
+            if not log.completed:
+                log.disconnected.set()
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/v1/messages", self.messages, methods=["POST"])])
+
+
+def _event(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+
+@contextlib.asynccontextmanager
+async def running_fake_anthropic() -> AsyncIterator[FakeAnthropic]:
+    fake = FakeAnthropic()
+    async with uvicorn_serving(fake.app(), force_exit=True) as port:
+        fake.port = port
+        yield fake
