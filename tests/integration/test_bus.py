@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from jobql.events.backends import SupervisedPostgresBackend
 from jobql.events.bus import BoundedSubscription, BroadcastBus
-from tests.backends import bus_url
+from tests.backends import Databases, bus_url
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])
@@ -106,4 +109,50 @@ async def test_redis_pubsub_connection_dropped_reconnects_and_asks_for_a_resync(
             assert len([c for c in clients if c.get("name") == name]) == 1
     finally:
         await admin.aclose()
+        await bus.disconnect()
+
+
+async def test_concurrent_publishes_and_first_subscribes_all_work(bus: BroadcastBus) -> None:
+    """Many jobs publish at once, and many subscriptions open at once."""
+    async with bus.subscribe("jobql.test.many") as subscription:
+        await asyncio.gather(*(bus.publish("jobql.test.many", {"seq": i}) for i in range(50)))
+        got = [await subscription.receive(5) for _ in range(50)]
+    assert sorted(m["seq"] for m in got if m is not None) == list(range(50))
+    assert bus.publish_failures == 0
+
+    async def one(i: int) -> dict[str, Any] | None:
+        async with bus.subscribe(f"jobql.test.many.{i}") as own:
+            await bus.publish(f"jobql.test.many.{i}", {"seq": i})
+            return await own.receive(5)
+
+    assert await asyncio.gather(*(one(i) for i in range(10))) == [{"seq": i} for i in range(10)]
+
+
+async def test_postgres_listen_connection_dropped_reconnects_and_asks_for_a_resync(
+    databases: Databases,
+) -> None:
+    databases.postgres_available()
+    url = bus_url("postgres")
+    bus = BroadcastBus(url)
+    await bus.connect()
+    admin = await asyncpg.connect(url)
+    try:
+        async with bus.subscribe("jobql.test.pgdrop") as subscription:
+            await bus.publish("jobql.test.pgdrop", {"seq": 1})
+            assert await subscription.receive(5) == {"seq": 1}
+
+            backend = bus._broadcast._backend
+            assert isinstance(backend, SupervisedPostgresBackend)
+            assert backend._listener is not None
+            pid = backend._listener.get_server_pid()
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+            assert await subscription.receive(10) is None
+            assert subscription.take_lost()
+            assert bus.healthy
+            assert backend.reconnects == 1
+            await bus.publish("jobql.test.pgdrop", {"seq": 2})
+            assert await subscription.receive(5) == {"seq": 2}
+    finally:
+        await admin.close()
         await bus.disconnect()
