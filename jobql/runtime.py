@@ -16,7 +16,11 @@ from jobql.providers.base import Provider
 from jobql.providers.openai_compat import OpenAICompatibleProvider
 from jobql.providers.registry import ProviderRegistry
 from jobql.providers.simulated import SimulatedProvider
-from jobql.repositories.database import create_engine, create_session_factory
+from jobql.repositories.database import (
+    create_engine,
+    create_read_session_factory,
+    create_session_factory,
+)
 from jobql.repositories.jobs import JobRepository
 from jobql.repositories.migrate import upgrade
 from jobql.resolvers.context import Services
@@ -115,6 +119,7 @@ async def open_runtime(
         if settings.migrate_on_start:
             await upgrade(engine)
         sessions = create_session_factory(engine)
+        reads = create_read_session_factory(engine)
         bus = BroadcastBus(settings.broadcast_url)
         await bus.connect()
         if with_worker:
@@ -133,9 +138,10 @@ async def open_runtime(
                 tasks=tasks,
                 rate_limiter=rate_limiter,
                 metrics=metrics,
+                reads=reads,
             ),
             streams=StreamService(
-                sessions=sessions,
+                sessions=reads,
                 bus=bus,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 metrics=metrics,

@@ -52,8 +52,20 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            return  # each statement is its own (implicit, deferred) transaction
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY = "jobql_read_only"
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for single-statement reads. On SQLite they skip BEGIN IMMEDIATE (a round
+    trip, and the write lock) and run each statement on its own; elsewhere they are the
+    same as any session."""
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

@@ -156,9 +156,12 @@ class JobService:
         rate_limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
         detector: InjectionDetector | None = None,
+        reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
+        # Single-statement reads (`job`, `jobs`, waiting): no write lock on SQLite.
+        self.reads = reads or sessions
         self.bus = bus
         self.publisher = EventPublisher(bus)
         self.tasks = tasks
@@ -368,7 +371,7 @@ class JobService:
         async with self.bus.subscribe(job_channel(job.id)) as subscription:
             while True:
                 if check:
-                    async with self.sessions() as session:
+                    async with self.reads() as session:
                         current = await JobRepository(session).get(job.id)
                     if current is None or current.is_terminal:
                         return current or job
@@ -383,7 +386,7 @@ class JobService:
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, caller: Caller, job_id: str) -> Job | NotFound:
-        async with self.sessions() as session:
+        async with self.reads() as session:
             job = await JobRepository(session).get_owned(caller.id, job_id)
         return job if job is not None else NotFound()
 
@@ -398,7 +401,7 @@ class JobService:
         size = first if first is not None else self.settings.default_page_size
         size = max(0, min(size, self.settings.max_page_size))
         cursor = decode_cursor(after) if after else None
-        async with self.sessions() as session:
+        async with self.reads() as session:
             jobs = await JobRepository(session).list_owned(
                 caller.id, limit=size + 1, after=cursor, statuses=statuses
             )
