@@ -7,19 +7,31 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from jobql.events.backends import SupervisedPostgresBackend
 from jobql.settings import Settings
 from tests.api import (
     LEGACY_GRAPHQL_WS,
     TERMINAL,
+    Server,
     events_request,
     serve,
     stored,
     text_of,
 )
-from tests.backends import Backend, bus_url
+from tests.backends import BACKENDS, Backend, bus_url
+
+# The streaming suite also runs over the postgres:// bus (LISTEN/NOTIFY).
+STREAMING_BACKENDS = [*BACKENDS, Backend("postgres+pgbus", "postgres", "postgres")]
+
+
+@pytest.fixture(params=STREAMING_BACKENDS, ids=lambda b: b.name)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    chosen: Backend = request.param
+    return chosen
 
 
 def assert_complete_log(events: list[dict[str, Any]]) -> None:
@@ -199,31 +211,47 @@ async def test_first_delta_is_not_coalesced_later_ones_are(settings: Settings) -
 async def test_stream_survives_a_dropped_bus_connection(
     settings: Settings, backend: Backend
 ) -> None:
-    """Redis restarted (or a proxy closed the pub/sub connection) mid-stream: the subscriber
-    still gets every event exactly once, and the server's bus reconnects by itself."""
-    if backend.bus != "redis":
-        pytest.skip("only the Redis bus has a connection to lose")
+    """Redis or PostgreSQL restarted (or a proxy closed the bus's listening connection)
+    mid-stream: the subscriber still gets every event exactly once, and the server's bus
+    reconnects by itself."""
+    if backend.bus == "memory":
+        pytest.skip("the in-process bus has no connection to lose")
     name = f"jobql-test-{uuid.uuid4().hex[:12]}"
-    settings = settings.model_copy(
-        update={"broadcast_url": f"{settings.broadcast_url}?client_name={name}"}
-    )
-    admin = aioredis.Redis.from_url(bus_url("redis"))
+    if backend.bus == "redis":
+        settings = settings.model_copy(
+            update={"broadcast_url": f"{settings.broadcast_url}?client_name={name}"}
+        )
+
+    async def drop_listening_connection(server: Server) -> None:
+        bus_backend = server.runtime.bus._broadcast._backend
+        if isinstance(bus_backend, SupervisedPostgresBackend):
+            assert bus_backend._listener is not None
+            pid = bus_backend._listener.get_server_pid()
+            admin = await asyncpg.connect(bus_url("postgres"))
+            await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            await admin.close()
+            return
+        redis_admin = aioredis.Redis.from_url(bus_url("redis"))
+        for client in await redis_admin.client_list(_type="pubsub"):
+            if client.get("name") == name:
+                await redis_admin.client_kill_filter(_id=client["id"])
+        await redis_admin.aclose()
+
     async with serve(settings) as server:
         api = await server.client()
         job = await api.submit_ok("slow", {"topic": "outage"})
         seen: list[dict[str, Any]] = []
+        dropped = False
         async with api.ws() as session:
             async for item in session.subscribe(events_request(job["id"])):
                 seen.append(item["jobEvents"])
-                if sum(e["__typename"] == "V1OutputDelta" for e in seen) == 3:
-                    clients = await admin.client_list(_type="pubsub")
-                    for client in clients:
-                        if client.get("name") == name:
-                            await admin.client_kill_filter(_id=client["id"])
+                deltas = sum(e["__typename"] == "V1OutputDelta" for e in seen)
+                if deltas == 3 and not dropped:
+                    await drop_listening_connection(server)
+                    dropped = True
+        assert dropped
         assert_complete_log(stored(seen))
         assert text_of(seen) == (await api.job(job["id"]))["output"]
-        backend_ = server.runtime.bus._broadcast._backend
-        assert backend_.reconnects >= 1
+        assert server.runtime.bus._broadcast._backend.reconnects >= 1  # type: ignore[attr-defined]
         assert server.runtime.bus.healthy
         await api.aclose()
-    await admin.aclose()
