@@ -35,8 +35,10 @@ class ProviderSettings(BaseModel):
     api_key: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="sent on every request")
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
-    # The longest silence allowed between two chunks of a stream (else PROVIDER_TIMEOUT).
-    read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # The longest silence allowed between two chunks of a stream (else PROVIDER_TIMEOUT);
+    # generous, as reasoning models can think for minutes before their first token (the
+    # job's deadline bounds the whole call anyway).
+    read_timeout_seconds: float = Field(default=300.0, gt=0)
     max_connections: int = Field(default=100, ge=1)
 
 
