@@ -19,8 +19,8 @@ test: lint typecheck  ## everything CI runs
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check jobql tests bench migrations scripts
-	$(BIN)/ruff format --check jobql tests bench migrations scripts
+	$(BIN)/ruff check jobql tests bench migrations scripts examples
+	$(BIN)/ruff format --check jobql tests bench migrations scripts examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
