@@ -167,6 +167,8 @@ class TextFormatter(logging.Formatter):
         return f"{first} [{' '.join(ids)}]{newline}{rest}"
 
 
+CHATTY_LOGGERS = ("alembic.runtime.plugins",)
+
 CONTENT_ECHOING_LOGGERS = (
     "aiosqlite",
     "sqlalchemy.engine",
@@ -214,5 +216,9 @@ def configure_logging(
         logging.getLogger(name).setLevel(
             logging.NOTSET if include_content else max(level, logging.WARNING)
         )
+    # alembic lists every plugin it loads at INFO on each start; the migrations it runs
+    # ("Running upgrade ...") stay visible.
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     _installed = handler
     return handler

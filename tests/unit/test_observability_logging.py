@@ -349,3 +349,15 @@ def test_the_fixture_restored_the_root_logger() -> None:
     assert not any(
         isinstance(h.formatter, JsonFormatter | TextFormatter) for h in logging.getLogger().handlers
     )
+
+
+def test_alembic_plugin_chatter_is_held_back_but_migrations_show(
+    restore_root_logger: logging.Logger,
+) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.x")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade a -> b")
+    assert [json.loads(raw)["message"] for raw in stream.getvalue().splitlines()] == [
+        "Running upgrade a -> b"
+    ]
