@@ -9,6 +9,7 @@ The requested model name picks the behaviour:
     overloaded-midstream  two deltas, then an overloaded_error event
     refusal               two deltas, then stop_reason "refusal"
     cut                   two deltas, then the stream ends without message_stop
+    json                  a tool_use block whose input streams as input_json_delta pieces
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from starlette.routing import Route
 
 from tests.fake_openai import PACE, PROMPT_TOKENS, SECRET, WORDS, StreamLog
 from tests.uvicorn_server import uvicorn_serving
+
+TOOL_INPUT = {"label": "positive", "confidence": 0.9}
 
 
 @dataclass
@@ -57,6 +60,10 @@ class FakeAnthropic:
         try:
             usage = {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}
             yield _event("message_start", {"message": {"id": "m1", "usage": usage}})
+            if model == "json":
+                async for line in self._tool_use(log):
+                    yield line
+                return
             yield _event("content_block_start", {"index": 0, "content_block": {"type": "text"}})
             yield _event("ping", {})
             for index, word in enumerate(WORDS):
@@ -86,6 +93,21 @@ class FakeAnthropic:
         finally:
             if not log.completed:
                 log.disconnected.set()
+
+    async def _tool_use(self, log: StreamLog) -> AsyncIterator[str]:
+        block = {"type": "tool_use", "id": "t1", "name": "output", "input": {}}
+        yield _event("content_block_start", {"index": 0, "content_block": block})
+        text = json.dumps(TOOL_INPUT)
+        pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
+        for piece in pieces:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            yield _event("content_block_delta", {"index": 0, "delta": delta})
+            log.sent += 1
+        yield _event("content_block_stop", {"index": 0})
+        final = {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": len(pieces)}}
+        yield _event("message_delta", final)
+        yield _event("message_stop", {})
+        log.completed = True
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/v1/messages", self.messages, methods=["POST"])])

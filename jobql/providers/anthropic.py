@@ -2,11 +2,11 @@
 
 One request per job attempt: ``POST {base_url}/messages`` with ``stream: true``, the rendered
 prompt as one user message and the task's ``max_output_tokens`` as ``max_tokens``; the
-task's ``model.options`` are sent as they are (``temperature``, ``system``, ...). There is no
-JSON-schema output mode here, so a task with an output schema should ask for JSON in its
-prompt (the worker validates the output against the schema either way). Usage comes from
-``message_start`` (input) and ``message_delta`` (output). Closing the stream closes the
-HTTP response: the upstream inference stops.
+task's ``model.options`` are sent as they are (``temperature``, ``system``, ...). A task
+with an object output schema gets it as the input schema of one tool the model must call
+(``tool_choice``), the documented way to get JSON of a given shape; the tool input streams
+as the job's output. Usage comes from ``message_start`` (input) and ``message_delta``
+(output). Closing the stream closes the HTTP response: the upstream inference stops.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from jobql.settings import ProviderSettings
 
 API_VERSION = "2023-06-01"
 RESERVED = frozenset({"model", "messages", "stream"})
+OUTPUT_TOOL = "output"
 # Error events inside a stream that mean "try again later" rather than "fix the request".
 RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
 
@@ -48,6 +49,12 @@ class AnthropicProvider(HttpProvider):
 
     def body(self, request: ProviderRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"max_tokens": request.max_output_tokens}
+        schema = request.output_schema
+        if schema is not None and schema.get("type") == "object":
+            body["tools"] = [
+                {"name": OUTPUT_TOOL, "description": "Give the answer.", "input_schema": schema}
+            ]
+            body["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
         body.update({k: v for k, v in request.options.items() if k not in RESERVED})
         body.update(
             model=request.model,
@@ -73,6 +80,8 @@ class AnthropicProvider(HttpProvider):
                     delta = event.get("delta") or {}
                     if delta.get("type") == "text_delta" and delta.get("text"):
                         yield TextDelta(text=delta["text"], tokens=1)
+                    elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                        yield TextDelta(text=delta["partial_json"], tokens=1)  # the tool input
                 elif kind == "message_delta":
                     output_tokens = int((event.get("usage") or {}).get("output_tokens") or 0)
                     if (event.get("delta") or {}).get("stop_reason") == "refusal":

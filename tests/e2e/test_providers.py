@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from jobql.settings import ProviderSettings, Settings
 from tests.api import serve, text_of
-from tests.fake_anthropic import FakeAnthropic, running_fake_anthropic
+from tests.fake_anthropic import TOOL_INPUT, FakeAnthropic, running_fake_anthropic
 from tests.fake_openai import PROMPT_TOKENS, SECRET, WORDS, FakeOpenAI, running_fake_openai
 
 TASKS = Path(__file__).parent.parent / "tasks_providers.toml"
@@ -118,3 +118,17 @@ async def test_a_job_streams_from_an_anthropic_provider(
         (sent,) = fake_anthropic.requests
         assert sent["body"]["system"] == "Be brief."
         assert sent["headers"]["x-api-key"] == "sk-ant-e2e"
+
+
+async def test_structured_output_from_an_anthropic_provider(
+    settings: Settings, fake: FakeOpenAI, fake_anthropic: FakeAnthropic
+) -> None:
+    async with serve(with_providers(settings, fake, fake_anthropic)) as server:
+        api = await server.client()
+        job = await api.submit_ok("claude-classify", {"text": "I love it"}, wait=10)
+        assert job["status"] == "SUCCEEDED"
+        assert job["result"] == TOOL_INPUT
+        assert fake_anthropic.requests[0]["body"]["tool_choice"] == {
+            "type": "tool",
+            "name": "output",
+        }

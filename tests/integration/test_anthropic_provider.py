@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +15,7 @@ from jobql.errors import ErrorCode
 from jobql.providers.anthropic import API_VERSION, AnthropicProvider
 from jobql.providers.base import ProviderError, ProviderEvent, ProviderRequest, TextDelta, Usage
 from jobql.settings import ProviderSettings
-from tests.fake_anthropic import FakeAnthropic, running_fake_anthropic
+from tests.fake_anthropic import TOOL_INPUT, FakeAnthropic, running_fake_anthropic
 from tests.fake_openai import PROMPT_TOKENS, SECRET, WORDS
 
 
@@ -98,3 +100,17 @@ async def test_closing_the_stream_closes_the_upstream_request(
         await log.disconnected.wait()
     assert not log.completed
     assert log.sent < len(WORDS)
+
+
+async def test_an_output_schema_is_asked_for_as_a_forced_tool_call(
+    fake: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    schema = {"type": "object", "properties": {"label": {"enum": ["positive", "negative"]}}}
+    events = await collect(provider, dataclasses.replace(request("json"), output_schema=schema))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert json.loads(text) == TOOL_INPUT
+    body = fake.requests[0]["body"]
+    assert body["tools"] == [
+        {"name": "output", "description": "Give the answer.", "input_schema": schema}
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": "output"}
