@@ -114,6 +114,8 @@ async def open_runtime(
     providers: ProviderRegistry | None = None,
 ) -> AsyncIterator[Runtime]:
     tasks = load_tasks(settings.tasks_file)
+    if with_worker:  # before anything is opened that would need closing
+        check_task_providers(tasks, provider_names(settings, providers))
     engine = create_engine(settings.database_url)
     try:
         if settings.migrate_on_start:
@@ -122,8 +124,6 @@ async def open_runtime(
         reads = create_read_session_factory(engine)
         bus = BroadcastBus(settings.broadcast_url)
         await bus.connect()
-        if with_worker:
-            check_task_providers(tasks, provider_names(settings, providers))
         providers = providers or build_providers(settings)
         rate_limiter = RateLimiter(settings.redis_url)
         metrics = Metrics(tasks={t.name for t in tasks.all()}, providers=providers.names())
