@@ -64,10 +64,10 @@ def build_providers(
     settings: Settings, simulated: SimulatedProvider | None = None
 ) -> ProviderRegistry:
     """The built-in simulated provider plus every one configured in ``settings.providers``."""
+    if SimulatedProvider.name in settings.providers:
+        raise ConfigError(f"provider name {SimulatedProvider.name!r} is the built-in one's")
     providers: list[Provider] = [simulated or SimulatedProvider()]
     for name, config in settings.providers.items():
-        if name == SimulatedProvider.name:
-            raise ConfigError(f"provider name {name!r} is the built-in one's")
         kind = AnthropicProvider if config.kind == "anthropic" else OpenAICompatibleProvider
         providers.append(kind(name, config))
     return ProviderRegistry(providers)
