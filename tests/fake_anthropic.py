@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,26 +26,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_openai import PACE, PROMPT_TOKENS, SECRET, WORDS, StreamLog
-from tests.uvicorn_server import uvicorn_serving
+from tests.fake_provider import PACE, PROMPT_TOKENS, SECRET, WORDS, FakeProvider, StreamLog, running
 
 TOOL_INPUT = {"label": "positive", "confidence": 0.9}
 
 
 @dataclass
-class FakeAnthropic:
-    port: int = 0
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    streams: list[StreamLog] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
+class FakeAnthropic(FakeProvider):
     async def messages(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append({"headers": dict(request.headers), "body": body})
-        model = body["model"]
+        model = (await self.record(request))["model"]
         if model == "rate-limited":
             error = {"type": "error", "error": {"type": "rate_limit_error", "message": SECRET}}
             return JSONResponse(error, status_code=429, headers={"retry-after": "7"})
@@ -117,9 +106,5 @@ def _event(kind: str, data: dict[str, Any]) -> str:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
 
 
-@contextlib.asynccontextmanager
-async def running_fake_anthropic() -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    async with uvicorn_serving(fake.app(), force_exit=True) as port:
-        fake.port = port
-        yield fake
+def running_fake_anthropic() -> contextlib.AbstractAsyncContextManager[FakeAnthropic]:
+    return running(FakeAnthropic())

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,36 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.uvicorn_server import uvicorn_serving
-
-WORDS = ["The", " tide", " comes", " in", " twice", " a", " day", "."]
-SECRET = "UPSTREAM-OPENAI-SECRET-41c9"
-PROMPT_TOKENS = 11
-PACE = 0.25  # "slow": about 2 s in all, long enough to cancel midway
+from tests.fake_provider import PACE, PROMPT_TOKENS, SECRET, WORDS, FakeProvider, StreamLog, running
 
 
 @dataclass
-class StreamLog:
-    model: str
-    sent: int = 0  # content chunks written
-    completed: bool = False
-    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
-class FakeOpenAI:
-    port: int = 0
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    streams: list[StreamLog] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
+class FakeOpenAI(FakeProvider):
     async def completions(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append({"headers": dict(request.headers), "body": body})
-        model = body["model"]
+        model = (await self.record(request))["model"]
         if model == "rate-limited":
             return JSONResponse(
                 {"error": {"message": SECRET, "type": "rate_limit"}},
@@ -113,10 +90,5 @@ def _chunk(delta: dict[str, Any], finish: str | None) -> str:
     return f"data: {json.dumps(chunk)}\n\n"
 
 
-@contextlib.asynccontextmanager
-async def running_fake_openai() -> AsyncIterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    # force_exit: a stalled stream must not hold the test up on the way out.
-    async with uvicorn_serving(fake.app(), force_exit=True) as port:
-        fake.port = port
-        yield fake
+def running_fake_openai() -> contextlib.AbstractAsyncContextManager[FakeOpenAI]:
+    return running(FakeOpenAI())

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 from jobql.settings import ProviderSettings, Settings
 from tests.api import serve, text_of
 from tests.fake_anthropic import TOOL_INPUT, FakeAnthropic, running_fake_anthropic
-from tests.fake_openai import PROMPT_TOKENS, SECRET, WORDS, FakeOpenAI, running_fake_openai
+from tests.fake_openai import FakeOpenAI, running_fake_openai
+from tests.fake_provider import PROMPT_TOKENS, SECRET, WORDS
 
 TASKS = Path(__file__).parent.parent / "tasks_providers.toml"
 

@@ -16,7 +16,7 @@ from jobql.providers.anthropic import API_VERSION, AnthropicProvider
 from jobql.providers.base import ProviderError, ProviderEvent, ProviderRequest, TextDelta, Usage
 from jobql.settings import ProviderSettings
 from tests.fake_anthropic import TOOL_INPUT, FakeAnthropic, running_fake_anthropic
-from tests.fake_openai import PROMPT_TOKENS, SECRET, WORDS
+from tests.fake_provider import PROMPT_TOKENS, SECRET, WORDS
 
 
 @pytest.fixture

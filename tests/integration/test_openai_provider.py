@@ -14,7 +14,8 @@ from jobql.errors import ErrorCode
 from jobql.providers.base import ProviderError, ProviderEvent, ProviderRequest, TextDelta, Usage
 from jobql.providers.openai_compat import OpenAICompatibleProvider
 from jobql.settings import ProviderSettings
-from tests.fake_openai import PROMPT_TOKENS, SECRET, WORDS, FakeOpenAI, running_fake_openai
+from tests.fake_openai import FakeOpenAI, running_fake_openai
+from tests.fake_provider import PROMPT_TOKENS, SECRET, WORDS
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
