@@ -19,8 +19,8 @@ import httpx
 from jobql.errors import ErrorCode
 from jobql.providers.base import ProviderError, ProviderEvent, ProviderRequest, TextDelta, Usage
 from jobql.providers.http import (
-    MAX_ERROR_BODY,
     HttpProvider,
+    event_text,
     json_object,
     sse_data,
     streaming_post,
@@ -70,29 +70,34 @@ class AnthropicProvider(HttpProvider):
             self._client, self.name, "messages", self.body(request), request.request_id
         )
         async with post as response:
-            async for data in sse_data(response):
-                event = json_object(data)
-                kind = event.get("type")
-                if kind == "message_start":
-                    usage = (event.get("message") or {}).get("usage") or {}
-                    input_tokens = int(usage.get("input_tokens") or 0)
-                elif kind == "content_block_delta":
-                    delta = event.get("delta") or {}
-                    if delta.get("type") == "text_delta" and delta.get("text"):
-                        yield TextDelta(text=delta["text"], tokens=1)
-                    elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                        yield TextDelta(text=delta["partial_json"], tokens=1)  # the tool input
-                elif kind == "message_delta":
-                    output_tokens = int((event.get("usage") or {}).get("output_tokens") or 0)
-                    if (event.get("delta") or {}).get("stop_reason") == "refusal":
-                        raise ProviderError(ErrorCode.CONTENT_FILTERED)
-                elif kind == "message_stop":
-                    finished = True
+            async for batch in sse_data(response):
+                for data in batch:
+                    event = json_object(data)
+                    kind = event.get("type")
+                    if kind == "content_block_delta":  # first: nearly every event is one
+                        delta = event.get("delta") or {}
+                        if delta.get("type") == "text_delta" and delta.get("text"):
+                            yield TextDelta(text=delta["text"], tokens=1)
+                        elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                            yield TextDelta(text=delta["partial_json"], tokens=1)  # tool input
+                    elif kind == "message_start":
+                        usage = (event.get("message") or {}).get("usage") or {}
+                        input_tokens = int(usage.get("input_tokens") or 0)
+                    elif kind == "message_delta":
+                        usage = event.get("usage") or {}
+                        output_tokens = int(usage.get("output_tokens") or 0)
+                        if (event.get("delta") or {}).get("stop_reason") == "refusal":
+                            raise ProviderError(ErrorCode.CONTENT_FILTERED)
+                    elif kind == "message_stop":
+                        finished = True
+                        break
+                    elif kind == "error":
+                        error_type = (event.get("error") or {}).get("type")
+                        retryable = error_type in RETRYABLE_STREAM_ERRORS
+                        code = ErrorCode.PROVIDER_UNAVAILABLE if retryable else ErrorCode.INTERNAL
+                        raise ProviderError(code, body=event_text(data))
+                if finished:
                     break
-                elif kind == "error":
-                    retryable = (event.get("error") or {}).get("type") in RETRYABLE_STREAM_ERRORS
-                    code = ErrorCode.PROVIDER_UNAVAILABLE if retryable else ErrorCode.INTERNAL
-                    raise ProviderError(code, body=data[:MAX_ERROR_BODY])
         if not finished:
             raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE)  # the stream ended early
         yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)

@@ -19,8 +19,8 @@ import httpx
 from jobql.errors import ErrorCode
 from jobql.providers.base import ProviderError, ProviderEvent, ProviderRequest, TextDelta, Usage
 from jobql.providers.http import (
-    MAX_ERROR_BODY,
     HttpProvider,
+    event_text,
     json_object,
     sse_data,
     streaming_post,
@@ -29,6 +29,13 @@ from jobql.settings import ProviderSettings
 
 # Fields of the request body a task's options cannot replace.
 RESERVED = frozenset({"model", "messages", "stream", "stream_options"})
+DONE = b"[DONE]"
+
+
+def is_done(data: bytes) -> bool:
+    """The end-of-stream marker, padded or not. A chunk is a JSON object, so whatever
+    starts with ``{`` is decided without decoding."""
+    return data == DONE or (data[:1] != b"{" and data.decode(errors="replace").strip() == "[DONE]")
 
 
 class OpenAICompatibleProvider(HttpProvider):
@@ -61,25 +68,30 @@ class OpenAICompatibleProvider(HttpProvider):
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         usage: dict[str, Any] | None = None
+        done = False
         post = streaming_post(
             self._client, self.name, "chat/completions", self.body(request), request.request_id
         )
         async with post as response:
-            async for data in sse_data(response):
-                if data.strip() == "[DONE]":
+            async for batch in sse_data(response):
+                for data in batch:
+                    if is_done(data):
+                        done = True
+                        break
+                    chunk = json_object(data)
+                    if chunk.get("error") is not None:
+                        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=event_text(data))
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            # A chunk is about one token; the final usage has the real count.
+                            yield TextDelta(text=text, tokens=1)
+                        if choice.get("finish_reason") == "content_filter":
+                            raise ProviderError(ErrorCode.CONTENT_FILTERED)
+                if done:
                     break
-                chunk = json_object(data)
-                if chunk.get("error") is not None:
-                    raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, body=data[:MAX_ERROR_BODY])
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        # A chunk is about one token; the final usage has the real count.
-                        yield TextDelta(text=text, tokens=1)
-                    if choice.get("finish_reason") == "content_filter":
-                        raise ProviderError(ErrorCode.CONTENT_FILTERED)
         if usage is not None:
             yield Usage(
                 input_tokens=int(usage.get("prompt_tokens") or 0),
