@@ -364,9 +364,9 @@ async def measure_steps(
 ) -> list[Step]:
     """Each statement `_admit` runs, timed inside an open transaction (as in the server),
     with jobql's engine (same driver, same pool, same SQLite pragmas)."""
-    from sqlalchemy import text
+    from sqlalchemy import select, text
 
-    from jobql.repositories.jobs import JobRepository
+    from jobql.models import Job
     from jobql.repositories.principals import PrincipalRepository
     from jobql.services.ratelimit import RateLimiter
 
@@ -400,7 +400,11 @@ async def measure_steps(
             Step(
                 "limits off: look the idempotency key up alone (a miss)",
                 await in_transaction(
-                    lambda s: JobRepository(s).id_by_idempotency_key(caller_id, uuid.uuid4().hex)
+                    lambda s: s.scalars(
+                        select(Job.id).where(
+                            Job.principal_id == caller_id, Job.idempotency_key == uuid.uuid4().hex
+                        )
+                    )
                 ),
             )
         )

@@ -20,6 +20,7 @@ from jobql.http.request_id import RequestIdMiddleware
 from jobql.providers.registry import ProviderRegistry
 from jobql.runtime import Runtime, open_runtime
 from jobql.schema.v1.schema import build_schema
+from jobql.services.container import open_services
 from jobql.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_runtime(
-            settings, with_worker=settings.inline_worker, providers=providers
-        ) as runtime:
+        async with (
+            open_runtime(
+                settings, with_worker=settings.inline_worker, providers=providers
+            ) as runtime,
+            open_services(runtime) as services,
+        ):
             app.state.runtime = runtime
-            v1.view = GraphQLView(schema_v1, runtime.services)
-            if settings.create_dev_key and not await runtime.services.keys.any_key_exists():
-                _, key = await runtime.services.keys.create("development")
+            app.state.services = services
+            v1.view = GraphQLView(schema_v1, services)
+            if settings.create_dev_key and not await services.keys.any_key_exists():
+                _, key = await services.keys.create("development")
                 announce_dev_key(key, settings)
             yield
 

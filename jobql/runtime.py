@@ -1,4 +1,6 @@
-"""Build and tear down everything a process needs: engine, bus, tasks, providers, services."""
+"""Build and tear down what every process needs: engine, job store, bus, tasks, providers,
+and the worker where jobs run here. The API adds its services on top (services/container.py);
+a worker process imports nothing of the web layer."""
 
 from __future__ import annotations
 
@@ -21,14 +23,8 @@ from jobql.repositories.database import (
     create_read_session_factory,
     create_session_factory,
 )
-from jobql.repositories.jobs import JobRepository
+from jobql.repositories.jobs import SqlJobStore
 from jobql.repositories.migrate import upgrade
-from jobql.resolvers.context import Services
-from jobql.services.auth import KeyService
-from jobql.services.jobs import JobService
-from jobql.services.ratelimit import RateLimiter
-from jobql.services.streams import StreamService
-from jobql.services.viewer import ViewerService
 from jobql.settings import Settings
 from jobql.tasks import TaskRegistry, load_tasks
 from jobql.worker import Worker
@@ -39,16 +35,15 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    store: SqlJobStore
     bus: BroadcastBus
     tasks: TaskRegistry
     providers: ProviderRegistry
-    services: Services
     worker: Worker | None
     metrics: Metrics
 
     async def render_metrics(self) -> tuple[bytes, str]:
-        async with self.sessions() as session:
-            self.metrics.set_queue_depths(await JobRepository(session).count_by_status())
+        self.metrics.set_queue_depths(await self.store.count_by_status())
         return self.metrics.render()
 
     async def database_ok(self) -> bool:
@@ -121,38 +116,16 @@ async def open_runtime(
         if settings.migrate_on_start:
             await upgrade(engine)
         sessions = create_session_factory(engine)
-        reads = create_read_session_factory(engine)
+        store = SqlJobStore(sessions, create_read_session_factory(engine))
         bus = BroadcastBus(settings.broadcast_url)
         await bus.connect()
         providers = providers or build_providers(settings)
-        rate_limiter = RateLimiter(settings.redis_url)
         metrics = Metrics(tasks={t.name for t in tasks.all()}, providers=providers.names())
-        services = Services(
-            settings=settings,
-            tasks=tasks,
-            keys=KeyService(sessions),
-            jobs=JobService(
-                settings,
-                sessions=sessions,
-                bus=bus,
-                tasks=tasks,
-                rate_limiter=rate_limiter,
-                metrics=metrics,
-                reads=reads,
-            ),
-            streams=StreamService(
-                sessions=reads,
-                bus=bus,
-                heartbeat_seconds=settings.heartbeat_seconds,
-                metrics=metrics,
-            ),
-            viewer=ViewerService(settings, sessions),
-        )
         worker = None
         if with_worker:
             worker = Worker(
                 settings,
-                sessions=sessions,
+                store=store,
                 bus=bus,
                 tasks=tasks,
                 providers=providers,
@@ -160,14 +133,11 @@ async def open_runtime(
             )
             await worker.start()
         try:
-            yield Runtime(
-                settings, engine, sessions, bus, tasks, providers, services, worker, metrics
-            )
+            yield Runtime(settings, engine, sessions, store, bus, tasks, providers, worker, metrics)
         finally:
             if worker is not None:
                 await worker.stop()
             await bus.disconnect()
-            await rate_limiter.aclose()
             await providers.aclose()
     finally:
         await engine.dispose()

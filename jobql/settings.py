@@ -68,7 +68,15 @@ class Settings(BaseSettings):
     # Run the worker inside the API process (embedded) instead of `jobql worker`.
     inline_worker: bool = True
 
-    worker_concurrency: int = Field(default=16, ge=1)
+    # Jobs one process runs at once. Streams wait on the provider, not the CPU, so this is
+    # high; the process stops claiming earlier while its event loop runs late or its event
+    # writer has a backlog (so a busy process leaves jobs to others instead of slowing all).
+    worker_concurrency: int = Field(default=256, ge=1)
+    worker_max_loop_lag_ms: float = Field(default=250.0, gt=0)
+    worker_max_write_backlog: int = Field(default=1000, ge=1)
+    # Jobs taken by one claim statement (the loop claims again at once while it gets full
+    # batches).
+    worker_claim_batch: int = Field(default=50, ge=1)
     worker_poll_seconds: float = Field(default=2.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
     lease_renew_seconds: float = Field(default=10.0, gt=0)

@@ -18,6 +18,7 @@ from jobql.app import create_app
 from jobql.models import Job
 from jobql.providers.simulated import SimulatedProvider
 from jobql.runtime import Runtime, build_providers
+from jobql.services.container import Services
 from jobql.settings import Settings
 from tests.uvicorn_server import uvicorn_serving
 
@@ -100,6 +101,11 @@ class Server:
         return runtime
 
     @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -108,7 +114,7 @@ class Server:
         return f"ws://127.0.0.1:{self.port}/v1/graphql"
 
     async def new_key(self, name: str = "tester") -> str:
-        _, key = await self.runtime.services.keys.create(name)
+        _, key = await self.services.keys.create(name)
         return key
 
     async def client(self, name: str = "tester") -> Api:

@@ -1,28 +1,77 @@
-"""SQL for jobs and their event log, including the queue's claim, leases and rescue."""
+"""The job store on SQL (SQLite or PostgreSQL): jobs, their event logs, the queue.
+
+All SQL for jobs lives here, including the queue's claim, leases and rescue. Driver errors
+become domain errors at this boundary (a unique idempotency key -> IdempotencyKeyTaken).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    column,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+    values,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from jobql.events.types import EventType, StoredEvent
-from jobql.models import Job, JobEvent, JobStatus
+from jobql.models import Job, JobEvent
 from jobql.models.base import utcnow
 from jobql.models.jobs import is_job_id
+from jobql.repositories.principals import PrincipalRepository
+from jobql.repositories.store import (
+    CallerLoad,
+    CancelOutcome,
+    Claimed,
+    EventWrite,
+    IdempotencyKeyTaken,
+    PageCursor,
+    Rescued,
+)
+from jobql.repositories.usage import UsageRepository
+from jobql.states import (
+    CancelAction,
+    Finish,
+    Guard,
+    JobStatus,
+    Requeue,
+    Usage,
+    cancel,
+    cancel_action,
+    claim_values,
+    rescue,
+    rescue_guard,
+)
+
+_INSERT_EVENT = insert(JobEvent.metadata.tables[JobEvent.__tablename__])
+_RUNNING = JobStatus.RUNNING.value
 
 
-@dataclass(frozen=True)
-class PageCursor:
-    created_at: datetime
-    job_id: str
+def _where(guard: Guard) -> list[ColumnElement[bool]]:
+    where = [Job.status == guard.status.value]
+    if guard.lease_owner is not None:
+        where.append(Job.lease_owner == guard.lease_owner)
+    if guard.lease_expired_at is not None:
+        where.append(Job.lease_expires_at < guard.lease_expired_at)
+    return where
 
 
-def to_stored(row: JobEvent) -> StoredEvent:
+def _stored(row: JobEvent) -> StoredEvent:
     return StoredEvent(
         job_id=row.job_id,
         seq=row.seq,
@@ -32,27 +81,69 @@ def to_stored(row: JobEvent) -> StoredEvent:
     )
 
 
-_INSERT_EVENT = insert(JobEvent.metadata.tables[JobEvent.__tablename__])
+def _event_row(
+    job_id: str, seq: int, type_: EventType, payload: dict[str, Any], at: datetime
+) -> dict[str, Any]:
+    return {"job_id": job_id, "seq": seq, "type": type_.value, "payload": payload, "created_at": at}
 
 
-class JobRepository:
-    def __init__(self, session: AsyncSession) -> None:
+class _SqlAdmission:
+    def __init__(
+        self, session: AsyncSession, load: CallerLoad | None, keyed_job: Job | None
+    ) -> None:
         self.session = session
+        self.load = load
+        self.keyed_job = keyed_job
+
+    async def insert(self, job: Job) -> StoredEvent:
+        job.last_seq = 1
+        self.session.add(job)
+        try:
+            await self.session.flush()  # the job row first: the event references it
+        except IntegrityError as exc:
+            raise IdempotencyKeyTaken() from exc
+        await self.session.execute(
+            _INSERT_EVENT, _event_row(job.id, 1, EventType.JOB_QUEUED, {}, job.created_at)
+        )
+        return StoredEvent(job.id, 1, EventType.JOB_QUEUED, {}, job.created_at)
+
+    async def forget_key(self, job_id: str) -> None:
+        await self.session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(idempotency_key=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+class SqlJobStore:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        reads: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        # Single-statement reads: on SQLite they take no write lock (database.py).
+        self.reads = reads or sessions
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job | None:
-        return await self.session.get(Job, job_id, populate_existing=True)
+    async def get(self, job_id: str, *, with_output: bool = True) -> Job | None:
+        async with self.reads() as session:
+            job = await session.get(Job, job_id, populate_existing=True)
+            if job is not None and with_output:
+                await self._fill_output(session, [job])
+            return job
 
-    async def get_owned(self, principal_id: str, job_id: str, *, lock: bool = False) -> Job | None:
+    async def get_owned(self, principal_id: str, job_id: str) -> Job | None:
         if not is_job_id(job_id):
             return None  # not an id we issue (and e.g. a NUL byte PostgreSQL would refuse)
-        stmt = select(Job).where(Job.id == job_id, Job.principal_id == principal_id)
-        if lock:
-            stmt = stmt.with_for_update()
-        return (
-            await self.session.scalars(stmt.execution_options(populate_existing=True))
-        ).one_or_none()
+        async with self.reads() as session:
+            stmt = select(Job).where(Job.id == job_id, Job.principal_id == principal_id)
+            job = (await session.scalars(stmt)).one_or_none()
+            if job is not None:
+                await self._fill_output(session, [job])
+            return job
 
     async def list_owned(
         self,
@@ -62,7 +153,6 @@ class JobRepository:
         after: PageCursor | None,
         statuses: Sequence[JobStatus] | None,
     ) -> list[Job]:
-        """Newest first; ``after`` continues below the given (created_at, id)."""
         stmt = select(Job).where(Job.principal_id == principal_id)
         if statuses:
             stmt = stmt.where(Job.status.in_([s.value for s in statuses]))
@@ -74,7 +164,10 @@ class JobRepository:
                 )
             )
         stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
-        return list(await self.session.scalars(stmt))
+        async with self.reads() as session:
+            jobs = list(await session.scalars(stmt))
+            await self._fill_output(session, jobs)
+            return jobs
 
     async def events_after(self, job_id: str, after: int, limit: int = 500) -> list[StoredEvent]:
         stmt = (
@@ -83,80 +176,138 @@ class JobRepository:
             .order_by(JobEvent.seq)
             .limit(limit)
         )
-        return [to_stored(row) for row in await self.session.scalars(stmt)]
+        async with self.reads() as session:
+            return [_stored(row) for row in await session.scalars(stmt)]
 
-    # -- writes --------------------------------------------------------------------------
+    async def by_idempotency_key(self, principal_id: str, key: str) -> Job | None:
+        stmt = select(Job).where(Job.principal_id == principal_id, Job.idempotency_key == key)
+        async with self.reads() as session:
+            return (await session.scalars(stmt)).one_or_none()
 
-    async def insert(
-        self, job: Job, first_event: EventType, payload: dict[str, Any]
-    ) -> StoredEvent:
-        """Insert a new job together with event seq 1."""
-        job.last_seq = 1
-        self.session.add(job)
-        await self.session.flush()  # the job row first: the event references it
-        row = JobEvent(
-            job_id=job.id, seq=1, type=first_event.value, payload=payload, created_at=job.created_at
+    async def cancel_reason(self, job_id: str) -> str | None:
+        async with self.reads() as session:
+            return (
+                await session.scalars(select(Job.cancel_reason).where(Job.id == job_id))
+            ).one_or_none()
+
+    async def count_by_status(self) -> dict[str, int]:
+        stmt = (
+            select(Job.status, func.count())
+            .where(Job.status.in_([JobStatus.QUEUED.value, _RUNNING]))
+            .group_by(Job.status)
         )
-        self.session.add(row)
-        await self.session.flush()
-        return to_stored(row)
+        async with self.reads() as session:
+            return {status: int(n) for status, n in await session.execute(stmt)}
 
-    async def append_event(
-        self,
-        job_id: str,
-        event_type: EventType,
-        payload: dict[str, Any],
-        *,
-        where: Sequence[ColumnElement[bool]] = (),
-        values: dict[str, Any] | None = None,
-    ) -> StoredEvent | None:
-        """Append the next event and apply ``values`` to the job, atomically.
+    @staticmethod
+    async def _attempt_output(session: AsyncSession, job_id: str) -> str:
+        """The output of the job's current attempt: its OutputDeltas since its last
+        JobStarted. The log is the durable output; the column is written at the end."""
+        started = (
+            select(func.coalesce(func.max(JobEvent.seq), 0))
+            .where(JobEvent.job_id == job_id, JobEvent.type == EventType.JOB_STARTED.value)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(JobEvent.payload)
+            .where(
+                JobEvent.job_id == job_id,
+                JobEvent.type == EventType.OUTPUT_DELTA.value,
+                JobEvent.seq > started,
+            )
+            .order_by(JobEvent.seq)
+        )
+        return "".join(payload["text"] for payload in await session.scalars(stmt))
 
-        Returns None (and changes nothing) when the job no longer matches ``where``: that is
-        how a worker that lost its lease, or a cancel that lost a race, finds out.
-        """
+    async def _fill_output(self, session: AsyncSession, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            if job.status == _RUNNING:
+                set_committed_value(job, "output", await self._attempt_output(session, job.id))
+
+    # -- submit and cancel ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def admission(
+        self, principal_id: str, *, day: date | None, key: str | None
+    ) -> AsyncIterator[_SqlAdmission]:
+        try:
+            async with self.sessions() as session, session.begin():
+                load = None
+                keyed_id = None
+                if day is not None:
+                    # Locks the caller until commit, so its submits are checked one at a
+                    # time; the same statement finds the job holding the key, if any.
+                    load = await PrincipalRepository(session).lock_and_load(principal_id, day, key)
+                    keyed_id = load.keyed_job_id
+                elif key is not None:
+                    keyed_id = (
+                        await session.scalars(
+                            select(Job.id).where(
+                                Job.principal_id == principal_id, Job.idempotency_key == key
+                            )
+                        )
+                    ).one_or_none()
+                keyed_job = None
+                if keyed_id is not None:
+                    keyed_job = await session.get(Job, keyed_id)
+                    if keyed_job is not None:
+                        await self._fill_output(session, [keyed_job])
+                yield _SqlAdmission(session, load, keyed_job)
+        except IntegrityError as exc:  # at commit, where the constraint is checked late
+            raise IdempotencyKeyTaken() from exc
+
+    async def cancel(
+        self, principal_id: str, job_id: str, reason: str | None, at: datetime
+    ) -> CancelOutcome | None:
+        if not is_job_id(job_id):
+            return None
+        async with self.sessions() as session, session.begin():
+            stmt = (
+                select(Job)
+                .where(Job.id == job_id, Job.principal_id == principal_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            job = (await session.scalars(stmt)).one_or_none()
+            if job is None:
+                return None
+            action = cancel_action(JobStatus(job.status))
+            event = None
+            if action is CancelAction.NOW:
+                finish = cancel(job, reason, output="", usage=Usage(), at=at)
+                event = await self._finish(session, job_id, finish, Guard(JobStatus.QUEUED))
+            elif action is CancelAction.REQUEST:
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == _RUNNING)
+                    .values(cancel_requested_at=at, cancel_reason=reason)
+                    .execution_options(synchronize_session=False)
+                )
+            if action is not CancelAction.REFUSE:
+                await session.refresh(job)
+            return CancelOutcome(job, action, event)
+
+    async def purge_idempotency_keys(self, created_before: datetime) -> int:
         stmt = (
             update(Job)
-            .where(Job.id == job_id, *where)
-            .values(last_seq=Job.last_seq + 1, **(values or {}))
-            .returning(Job.last_seq)
+            .where(Job.idempotency_key.is_not(None), Job.created_at < created_before)
+            .values(idempotency_key=None)
+            .returning(Job.id)
             .execution_options(synchronize_session=False)
         )
-        seq = (await self.session.execute(stmt)).scalar_one_or_none()
-        if seq is None:
-            return None
-        now = utcnow()
-        # A Core INSERT: the ORM's unit of work costs more than the statement here.
-        await self.session.execute(
-            _INSERT_EVENT,
-            {
-                "job_id": job_id,
-                "seq": seq,
-                "type": event_type.value,
-                "payload": payload,
-                "created_at": now,
-            },
-        )
-        return StoredEvent(job_id=job_id, seq=seq, type=event_type, payload=payload, at=now)
-
-    async def request_cancel(self, job_id: str, reason: str | None) -> None:
-        await self.session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-            .values(cancel_requested_at=utcnow(), cancel_reason=reason)
-            .execution_options(synchronize_session=False)
-        )
+        async with self.sessions() as session, session.begin():
+            return len(list(await session.scalars(stmt)))
 
     # -- the queue -----------------------------------------------------------------------
 
-    async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[Job]:
-        """Claim up to ``limit`` queued jobs, oldest first.
+    async def claim(self, worker_id: str, limit: int, lease: timedelta) -> list[Claimed]:
+        """One statement: WITH claimable AS MATERIALIZED (SELECT ... FOR UPDATE SKIP LOCKED)
+        UPDATE ... RETURNING, which also takes the seq of each job's JobStarted.
 
-        One statement: WITH claimable AS MATERIALIZED (SELECT ... FOR UPDATE SKIP LOCKED)
-        UPDATE ... RETURNING. On PostgreSQL concurrent workers skip each other's rows; the
-        CTE is materialized because the planner may otherwise re-run a LIMIT subquery per
-        row and claim more than ``limit``. On SQLite the statement is atomic because SQLite
-        has one writer at a time (SKIP LOCKED compiles to nothing there).
+        On PostgreSQL concurrent workers skip each other's rows; the CTE is materialized
+        because the planner may otherwise re-run a LIMIT subquery per row and claim more
+        than ``limit``. On SQLite the statement is atomic because SQLite has one writer at
+        a time (SKIP LOCKED compiles to nothing there).
         """
         now = utcnow()
         claimable = (
@@ -168,131 +319,188 @@ class JobRepository:
             .cte("claimable")
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
-        candidates = select(claimable.c.id)
         stmt = (
             update(Job)
-            .where(Job.id.in_(candidates), Job.status == JobStatus.QUEUED.value)
+            .where(Job.id.in_(select(claimable.c.id)), Job.status == JobStatus.QUEUED.value)
             .values(
-                status=JobStatus.RUNNING.value,
-                lease_owner=worker_id,
-                lease_expires_at=now + lease,
+                **claim_values(worker_id, now + lease, now),
                 attempts=Job.attempts + 1,
-                started_at=now,
-                # A new attempt starts from nothing; JobStarted{attempt} tells clients so.
-                output="",
-                result=None,
-                phase=None,
-                input_tokens=0,
-                output_tokens=0,
-                cost_micros=0,
+                last_seq=Job.last_seq + 1,
             )
             .returning(Job)
             .execution_options(synchronize_session=False, populate_existing=True)
         )
-        return list(await self.session.scalars(stmt))
+        async with self.sessions() as session, session.begin():
+            jobs = list(await session.scalars(stmt))
+            if not jobs:
+                return []
+            started = [
+                StoredEvent(
+                    job.id, job.last_seq, EventType.JOB_STARTED, {"attempt": job.attempts}, now
+                )
+                for job in jobs
+            ]
+            await session.execute(
+                _INSERT_EVENT,
+                [_event_row(e.job_id, e.seq, e.type, e.payload, e.at) for e in started],
+            )
+        return [Claimed(job, event) for job, event in zip(jobs, started, strict=True)]
 
     async def renew_leases(
         self, worker_id: str, job_ids: Sequence[str], lease: timedelta
     ) -> dict[str, datetime | None]:
-        """Extend the leases this worker holds; answer {job_id: cancel_requested_at}.
-
-        A job missing from the answer is no longer ours (rescued, or finished elsewhere).
-        """
         if not job_ids:
             return {}
         stmt = (
             update(Job)
-            .where(
-                Job.id.in_(list(job_ids)),
-                Job.lease_owner == worker_id,
-                Job.status == JobStatus.RUNNING.value,
-            )
+            .where(Job.id.in_(list(job_ids)), *_where(Guard.lease(worker_id)))
             .values(lease_expires_at=utcnow() + lease)
             .returning(Job.id, Job.cancel_requested_at)
             .execution_options(synchronize_session=False)
         )
-        return {row.id: row.cancel_requested_at for row in await self.session.execute(stmt)}
+        async with self.sessions() as session, session.begin():
+            return {row.id: row.cancel_requested_at for row in await session.execute(stmt)}
 
     async def expired_leases(self, limit: int = 100) -> list[Job]:
         stmt = (
             select(Job)
-            .where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < utcnow())
+            .where(Job.status == _RUNNING, Job.lease_expires_at < utcnow())
             .order_by(Job.lease_expires_at)
             .limit(limit)
         )
-        return list(await self.session.scalars(stmt))
+        async with self.reads() as session:
+            return list(await session.scalars(stmt))
 
-    async def requeue(self, job_id: str, *, where: Sequence[ColumnElement[bool]]) -> bool:
-        stmt = (
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, *where)
-            .values(status=JobStatus.QUEUED.value, lease_owner=None, lease_expires_at=None)
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+    async def rescue(self, job: Job, at: datetime) -> Rescued:
+        decision = rescue(job, at)
+        guard = rescue_guard(job, at)
+        async with self.sessions() as session, session.begin():
+            if isinstance(decision, Requeue):
+                return Rescued(requeued=await self._requeue(session, job.id, guard))
+            event = await self._finish(session, job.id, decision, guard)
+            return Rescued(requeued=False, event=event, status=decision.status)
 
-    async def queued_ids(self, limit: int) -> list[str]:
-        stmt = (
-            select(Job.id)
-            .where(Job.status == JobStatus.QUEUED.value)
-            .order_by(Job.created_at)
-            .limit(limit)
-        )
-        return list(await self.session.scalars(stmt))
+    async def hand_back(self, job_id: str, worker_id: str) -> bool:
+        async with self.sessions() as session, session.begin():
+            return await self._requeue(session, job_id, Guard.lease(worker_id))
 
-    async def release(self, job_id: str, worker_id: str) -> bool:
-        """Give a job back to the queue (graceful shutdown). The next claim starts a new
-        attempt, and its JobStarted{attempt} tells clients to drop the partial output."""
-        stmt = (
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.status == JobStatus.RUNNING.value,
-                Job.lease_owner == worker_id,
+    async def append_events(self, writes: Sequence[EventWrite]) -> list[list[StoredEvent] | None]:
+        """Two statements for any number of jobs: one UPDATE takes every job's seqs (and
+        sets its usage) under its lease guard, one INSERT writes all the events."""
+        if not writes:
+            return []
+        if len({w.job_id for w in writes}) != len(writes):
+            raise ValueError("one write per job in a batch")
+        batch = (
+            values(
+                column("id", String),
+                column("owner", String),
+                column("n", Integer),
+                column("input_tokens", Integer),
+                column("output_tokens", Integer),
+                column("cost_micros", BigInteger),
+                column("phase", String),
+                name="batch",
             )
+            .data(
+                [
+                    (
+                        w.job_id,
+                        w.worker_id,
+                        len(w.events),
+                        w.usage.input_tokens,
+                        w.usage.output_tokens,
+                        w.usage.cost_micros,
+                        w.phase,
+                    )
+                    for w in writes
+                ]
+            )
+            .cte("batch")
+        )
+        stmt = (
+            update(Job)
+            .where(Job.id == batch.c.id, Job.status == _RUNNING, Job.lease_owner == batch.c.owner)
             .values(
-                status=JobStatus.QUEUED.value,
-                lease_owner=None,
-                lease_expires_at=None,
+                last_seq=Job.last_seq + batch.c.n,
+                input_tokens=batch.c.input_tokens,
+                output_tokens=batch.c.output_tokens,
+                cost_micros=batch.c.cost_micros,
+                phase=func.coalesce(batch.c.phase, Job.phase),
             )
+            .returning(Job.id, Job.last_seq)
+            .execution_options(synchronize_session=False)
+        )
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            last = {row.id: row.last_seq for row in await session.execute(stmt)}
+            results: list[list[StoredEvent] | None] = []
+            for write in writes:
+                if write.job_id not in last:
+                    results.append(None)
+                    continue
+                first = last[write.job_id] - len(write.events) + 1
+                results.append(
+                    [
+                        StoredEvent(write.job_id, first + i, e.type, e.payload, now)
+                        for i, e in enumerate(write.events)
+                    ]
+                )
+            rows = [
+                _event_row(e.job_id, e.seq, e.type, e.payload, e.at)
+                for events in results
+                if events
+                for e in events
+            ]
+            if rows:
+                await session.execute(_INSERT_EVENT, rows)
+        return results
+
+    async def finish(self, job_id: str, finish: Finish, guard: Guard) -> StoredEvent | None:
+        async with self.sessions() as session, session.begin():
+            return await self._finish(session, job_id, finish, guard)
+
+    # -- within a transaction ------------------------------------------------------------
+
+    async def _finish(
+        self, session: AsyncSession, job_id: str, finish: Finish, guard: Guard
+    ) -> StoredEvent | None:
+        values = finish.values()
+        if finish.output is None:
+            values["output"] = await self._attempt_output(session, job_id)
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, *_where(guard))
+            .values(last_seq=Job.last_seq + 1, **values)
+            .returning(Job.last_seq, Job.principal_id)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await session.execute(stmt)).one_or_none()
+        if row is None:
+            return None
+        event = StoredEvent(
+            job_id, row.last_seq, finish.event_type, finish.payload, finish.finished_at
+        )
+        await session.execute(
+            _INSERT_EVENT, _event_row(job_id, event.seq, event.type, event.payload, event.at)
+        )
+        if finish.billed:
+            await UsageRepository(session).add(
+                row.principal_id,
+                finish.finished_at.date(),
+                input_tokens=finish.usage.input_tokens,
+                output_tokens=finish.usage.output_tokens,
+                cost_micros=finish.usage.cost_micros,
+            )
+        return event
+
+    @staticmethod
+    async def _requeue(session: AsyncSession, job_id: str, guard: Guard) -> bool:
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, *_where(guard))
+            .values(**Requeue.values())
             .returning(Job.id)
             .execution_options(synchronize_session=False)
         )
-        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
-
-    async def get_by_idempotency_key(self, principal_id: str, key: str) -> Job | None:
-        stmt = select(Job).where(Job.principal_id == principal_id, Job.idempotency_key == key)
-        return (await self.session.scalars(stmt)).one_or_none()
-
-    async def id_by_idempotency_key(self, principal_id: str, key: str) -> str | None:
-        stmt = select(Job.id).where(Job.principal_id == principal_id, Job.idempotency_key == key)
-        return (await self.session.scalars(stmt)).one_or_none()
-
-    async def forget_idempotency_key(self, job_id: str) -> None:
-        await self.session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(idempotency_key=None)
-            .execution_options(synchronize_session=False)
-        )
-
-    async def purge_idempotency_keys(self, created_before: datetime) -> int:
-        """Forget keys older than the idempotency window, so they can be used again."""
-        stmt = (
-            update(Job)
-            .where(Job.idempotency_key.is_not(None), Job.created_at < created_before)
-            .values(idempotency_key=None)
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
-        return len(list(await self.session.scalars(stmt)))
-
-    async def count_by_status(self) -> dict[str, int]:
-        """Jobs per active status (queue depth)."""
-        stmt = (
-            select(Job.status, func.count())
-            .where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
-            .group_by(Job.status)
-        )
-        return {status: int(n) for status, n in await self.session.execute(stmt)}
+        return (await session.execute(stmt)).scalar_one_or_none() is not None

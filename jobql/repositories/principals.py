@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import BindParameter, String, bindparam, func, literal_column, select, update
@@ -10,15 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobql.models import ApiKey, Job, JobStatus, Principal, UsageDay
 from jobql.models.base import utcnow
-
-
-@dataclass(frozen=True)
-class CallerLoad:
-    active: int  # queued + running jobs
-    reserved_micros: int  # held by those jobs
-    spent_micros: int  # by jobs that finished today
-    keyed_job_id: str | None = None  # the caller's job holding the asked-for idempotency key
-
+from jobql.repositories.store import CallerLoad
 
 # Built once: this runs on every submit, and building the expression costs more than the
 # query itself (the compiled form is cached by SQLAlchemy either way).

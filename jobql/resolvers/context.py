@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLError
@@ -10,23 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from jobql.services.auth import Caller, KeyService, parse_bearer
-from jobql.services.jobs import JobService
+from jobql.services.auth import Caller, parse_bearer
+from jobql.services.container import Services
 from jobql.services.ratelimit import RateState
-from jobql.services.streams import StreamService
-from jobql.services.viewer import ViewerService
-from jobql.settings import Settings
-from jobql.tasks import TaskRegistry
 
-
-@dataclass(frozen=True)
-class Services:
-    settings: Settings
-    tasks: TaskRegistry
-    keys: KeyService
-    jobs: JobService
-    streams: StreamService
-    viewer: ViewerService
+__all__ = ["Context", "Services", "Unauthenticated"]
 
 
 class Unauthenticated(GraphQLError):

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from jobql.errors import (
     InjectionFinding,
     InvalidInput,
@@ -29,16 +26,14 @@ from jobql.errors import (
 )
 from jobql.events.bus import EventBus
 from jobql.events.channels import job_channel
-from jobql.events.payloads import terminal_payload
 from jobql.events.publisher import EventPublisher
-from jobql.events.types import TERMINAL_EVENTS, EventType, StoredEvent
+from jobql.events.types import TERMINAL_EVENTS, StoredEvent
 from jobql.models import Job, JobStatus
 from jobql.models.base import utcnow
-from jobql.models.jobs import TERMINAL, is_job_id
+from jobql.models.jobs import is_job_id
 from jobql.observability.metrics import Metrics, SubmitOutcome
 from jobql.providers.base import count_tokens
-from jobql.repositories.jobs import JobRepository, PageCursor
-from jobql.repositories.principals import PrincipalRepository
+from jobql.repositories.store import IdempotencyKeyTaken, JobStore, PageCursor
 from jobql.services.auth import Caller
 from jobql.services.injection import HeuristicDetector, InjectionDetector, screen
 from jobql.services.inputs import (
@@ -56,6 +51,7 @@ from jobql.services.limits import (
 )
 from jobql.services.ratelimit import RateLimiter, RateState
 from jobql.settings import Settings
+from jobql.states import CancelAction
 from jobql.tasks import TaskRegistry
 from jobql.tasks.contracts import MICROS_PER_DOLLAR
 
@@ -150,18 +146,15 @@ class JobService:
         self,
         settings: Settings,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        store: JobStore,
         bus: EventBus,
         tasks: TaskRegistry,
         rate_limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
         detector: InjectionDetector | None = None,
-        reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.settings = settings
-        self.sessions = sessions
-        # Single-statement reads (`job`, `jobs`, waiting): no write lock on SQLite.
-        self.reads = reads or sessions
+        self.store = store
         self.bus = bus
         self.publisher = EventPublisher(bus)
         self.tasks = tasks
@@ -282,14 +275,11 @@ class JobService:
         )
         try:
             outcome = await self._admit(caller, job)
-        except IntegrityError:
+        except IdempotencyKeyTaken:
             # Another submit with this key won a race the caller lock did not cover.
             if req.idempotency_key is None:
                 raise
-            async with self.sessions() as session:
-                existing = await JobRepository(session).get_by_idempotency_key(
-                    caller.id, req.idempotency_key
-                )
+            existing = await self.store.by_idempotency_key(caller.id, req.idempotency_key)
             if existing is None:
                 raise
             outcome = _dedupe(existing, job_fingerprint)
@@ -305,27 +295,18 @@ class JobService:
         """Under the caller's lock: answer a known idempotency key with its job, else check
         the rate, concurrency and cost limits and, if all pass, store the job."""
         now = job.created_at
-        key = job.idempotency_key
-        async with self.sessions() as session, session.begin():
-            jobs = JobRepository(session)
-            load = None
-            keyed_job_id = None
-            if self.settings.enforce_limits:
-                # Locks the caller until commit, so its submits are checked one at a time;
-                # the same statement finds the job holding the key, if any.
-                load = await PrincipalRepository(session).lock_and_load(caller.id, now.date(), key)
-                keyed_job_id = load.keyed_job_id
-            elif key is not None:
-                keyed_job_id = await jobs.id_by_idempotency_key(caller.id, key)
-            if keyed_job_id is not None:
-                existing = await jobs.get(keyed_job_id)
-                if existing is not None:
-                    window = timedelta(seconds=self.settings.idempotency_window_seconds)
-                    if existing.created_at > now - window:
-                        return _dedupe(existing, job.input_fingerprint)
-                    await jobs.forget_idempotency_key(existing.id)
+        # Under the caller's lock (limits enforced), so its submits are checked one at a time.
+        day = now.date() if self.settings.enforce_limits else None
+        async with self.store.admission(caller.id, day=day, key=job.idempotency_key) as admit:
+            existing = admit.keyed_job
+            if existing is not None:
+                window = timedelta(seconds=self.settings.idempotency_window_seconds)
+                if existing.created_at > now - window:
+                    return _dedupe(existing, job.input_fingerprint)
+                await admit.forget_key(existing.id)
+            load = admit.load
             if load is None:
-                return await jobs.insert(job, EventType.JOB_QUEUED, {})
+                return await admit.insert(job)
             limits = effective_limits(self.settings.limits_for(caller.tier), caller.overrides)
             refused = check_concurrency(limits, load.active) or check_cost(
                 limits,
@@ -335,7 +316,7 @@ class JobService:
                 now=now,
             )
             if self.rate_limiter is None:
-                return refused or await jobs.insert(job, EventType.JOB_QUEUED, {})
+                return refused or await admit.insert(job)
             hit = await self.rate_limiter.acquire(
                 "submit", caller.id, limits.rate_limit, limits.rate_window_seconds
             )
@@ -345,7 +326,7 @@ class JobService:
             try:
                 stored = None
                 if hit.allowed and refused is None:
-                    stored = await jobs.insert(job, EventType.JOB_QUEUED, {})
+                    stored = await admit.insert(job)
             except BaseException:
                 reading.cancel()
                 raise
@@ -371,8 +352,7 @@ class JobService:
         async with self.bus.subscribe(job_channel(job.id)) as subscription:
             while True:
                 if check:
-                    async with self.reads() as session:
-                        current = await JobRepository(session).get(job.id)
+                    current = await self.store.get(job.id)
                     if current is None or current.is_terminal:
                         return current or job
                 remaining = deadline - time.monotonic()
@@ -386,8 +366,7 @@ class JobService:
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, caller: Caller, job_id: str) -> Job | NotFound:
-        async with self.reads() as session:
-            job = await JobRepository(session).get_owned(caller.id, job_id)
+        job = await self.store.get_owned(caller.id, job_id)
         return job if job is not None else NotFound()
 
     async def list(
@@ -401,10 +380,9 @@ class JobService:
         size = first if first is not None else self.settings.default_page_size
         size = max(0, min(size, self.settings.max_page_size))
         cursor = decode_cursor(after) if after else None
-        async with self.reads() as session:
-            jobs = await JobRepository(session).list_owned(
-                caller.id, limit=size + 1, after=cursor, statuses=statuses
-            )
+        jobs = await self.store.list_owned(
+            caller.id, limit=size + 1, after=cursor, statuses=statuses
+        )
         return JobPage(jobs=jobs[:size], has_next_page=len(jobs) > size)
 
     # -- cancel --------------------------------------------------------------------------
@@ -413,38 +391,14 @@ class JobService:
         self, caller: Caller, job_id: str, reason: str | None
     ) -> Job | NotFound | JobNotCancellable:
         reason = printable(reason)[:MAX_CANCEL_REASON] if reason else None
-        async with self.sessions() as session, session.begin():
-            repo = JobRepository(session)
-            job = await repo.get_owned(caller.id, job_id, lock=True)
-            if job is None:
-                return NotFound()
-            if job.job_status in TERMINAL:
-                return JobNotCancellable(status=job.status)
-            event = None
-            if job.job_status is JobStatus.QUEUED:
-                finished = utcnow()
-                payload = terminal_payload(
-                    job, input_tokens=0, output_tokens=0, cost_micros=0, finished_at=finished
-                )
-                payload["reason"] = reason
-                event = await repo.append_event(
-                    job.id,
-                    EventType.JOB_CANCELLED,
-                    payload,
-                    where=[Job.status == JobStatus.QUEUED.value],
-                    values={
-                        "status": JobStatus.CANCELLED.value,
-                        "finished_at": finished,
-                        "cancel_requested_at": finished,
-                        "cancel_reason": reason,
-                    },
-                )
-            else:
-                await repo.request_cancel(job.id, reason)
-            job = await repo.get(job.id) or job
-        if event is not None:
-            self.metrics.job_finished(job.task, JobStatus.CANCELLED.value)
-            await self.publisher.publish(event)
-        else:
-            await self.publisher.request_cancel(job.id)
-        return job
+        outcome = await self.store.cancel(caller.id, job_id, reason, utcnow())
+        if outcome is None:
+            return NotFound()
+        if outcome.action is CancelAction.REFUSE:
+            return JobNotCancellable(status=outcome.job.status)
+        if outcome.event is not None:
+            self.metrics.job_finished(outcome.job.task, JobStatus.CANCELLED.value)
+            await self.publisher.publish(outcome.event)
+        elif outcome.action is CancelAction.REQUEST:
+            await self.publisher.request_cancel(outcome.job.id)
+        return outcome.job

@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from jobql.errors import NotFound
 from jobql.events.bus import EventBus
 from jobql.events.stream import follow_job
-from jobql.events.types import Heartbeat, StoredEvent, StreamItem
+from jobql.events.types import Heartbeat, StreamItem
 from jobql.models.base import utcnow
 from jobql.observability.metrics import Metrics
-from jobql.repositories.jobs import JobRepository
+from jobql.repositories.store import JobStore
 from jobql.services.auth import Caller
 
 
@@ -21,12 +19,12 @@ class StreamService:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        store: JobStore,
         bus: EventBus,
         heartbeat_seconds: float,
         metrics: Metrics | None = None,
     ) -> None:
-        self.sessions = sessions
+        self.store = store
         self.bus = bus
         self.heartbeat_seconds = heartbeat_seconds
         self.metrics = metrics or Metrics()
@@ -34,8 +32,7 @@ class StreamService:
     async def open(
         self, caller: Caller, job_id: str, after: int | None
     ) -> AsyncGenerator[StreamItem, None] | NotFound:
-        async with self.sessions() as session:
-            job = await JobRepository(session).get_owned(caller.id, job_id)
+        job = await self.store.get_owned(caller.id, job_id)
         if job is None:
             return NotFound()
         # A cursor beyond the log (a client's bug) is treated as "everything so far".
@@ -47,7 +44,7 @@ class StreamService:
                 self.bus,
                 job_id,
                 after=cursor,
-                load_after=lambda seq: self._load_after(job_id, seq),
+                load_after=lambda seq: self.store.events_after(job_id, seq),
                 load_heartbeat=lambda: self._heartbeat(job_id),
                 heartbeat_seconds=self.heartbeat_seconds,
             )
@@ -61,13 +58,8 @@ class StreamService:
                 async for item in stream:
                     yield item
 
-    async def _load_after(self, job_id: str, seq: int) -> list[StoredEvent]:
-        async with self.sessions() as session:
-            return await JobRepository(session).events_after(job_id, seq)
-
     async def _heartbeat(self, job_id: str) -> Heartbeat:
-        async with self.sessions() as session:
-            job = await JobRepository(session).get(job_id)
+        job = await self.store.get(job_id, with_output=False)
         now = utcnow()
         if job is None:  # pragma: no cover - jobs are never deleted while followed
             return Heartbeat(job_id, now, "UNKNOWN", None, 0, 0, 0)

@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobql.errors import ErrorCode, JobError, Violation
-from jobql.events.payloads import terminal_payload
 from jobql.events.publisher import EventPublisher
-from jobql.events.types import EventType, StoredEvent
-from jobql.models import Job, JobStatus
+from jobql.events.types import EventType
+from jobql.models import Job
 from jobql.models.base import utcnow
 from jobql.observability.logging import bind_job_id
 from jobql.observability.metrics import Metrics
@@ -29,11 +27,13 @@ from jobql.providers.base import (
     count_tokens,
 )
 from jobql.providers.registry import ProviderRegistry
-from jobql.repositories.jobs import JobRepository
-from jobql.repositories.usage import UsageRepository
+from jobql.repositories.store import EventWrite, JobStore, NewEvent
+from jobql.states import Finish, Guard, cancel, fail, succeed
+from jobql.states import Usage as JobUsage
 from jobql.tasks import TaskContract
 from jobql.tasks.contracts import MICROS_PER_DOLLAR
 from jobql.worker.pump import Ended, ProviderPump, PumpItem, Raised, Stopped, StopReason
+from jobql.worker.writer import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class JobRunner:
         task: TaskContract | None,
         *,
         worker_id: str,
-        sessions: async_sessionmaker[AsyncSession],
+        store: JobStore,
+        writer: EventWriter,
         publisher: EventPublisher,
         providers: ProviderRegistry,
         coalesce_seconds: float,
@@ -92,7 +93,8 @@ class JobRunner:
         self.job = job
         self.task = task
         self.worker_id = worker_id
-        self.sessions = sessions
+        self.store = store
+        self.writer = writer
         self.publisher = publisher
         self.providers = providers
         self.coalesce_seconds = coalesce_seconds
@@ -100,7 +102,6 @@ class JobRunner:
         self.progress = Progressed()
         self.pump: ProviderPump | None = None
         self._pending_stop: StopReason | None = None
-        self._started = time.monotonic()
 
     # -- signals from the worker ---------------------------------------------------------
 
@@ -170,69 +171,76 @@ class JobRunner:
                 remaining = last_flush + self.coalesce_seconds - time.monotonic()
                 if remaining > 0:
                     await asyncio.sleep(remaining)
+            events: list[NewEvent] = []
             text: list[str] = []
             tokens = 0
+            phase = None
+            outcome: PumpItem | None = None
             for item in [first, *pump.get_ready()]:
                 if isinstance(item, TextDelta):
                     text.append(item.text)
                     tokens += item.tokens
                     continue
                 if text:
-                    if not await self._write_delta("".join(text), tokens):
-                        return Stopped(StopReason.LEASE_LOST)
+                    events.append(self._delta("".join(text), tokens))
                     text, tokens = [], 0
                 if isinstance(item, Progress):
-                    if not await self._write_progress(item):
-                        return Stopped(StopReason.LEASE_LOST)
+                    phase = self.progress.phase = item.phase
+                    events.append(
+                        NewEvent(EventType.PROGRESS, {"phase": item.phase, "message": item.message})
+                    )
                 elif isinstance(item, Usage):
                     self.progress.input_tokens = item.input_tokens
                     self.progress.output_tokens = item.output_tokens
                 else:
-                    return item
+                    outcome = item
+                    break
+            wrote_text = bool(text)
             if text:
-                if not await self._write_delta("".join(text), tokens):
-                    return Stopped(StopReason.LEASE_LOST)
+                events.append(self._delta("".join(text), tokens))
+            if events and not await self._write(events, phase):
+                return Stopped(StopReason.LEASE_LOST)
+            if outcome is not None:
+                return outcome
+            if wrote_text:
                 last_flush = time.monotonic()
                 if self._over_budget():
                     pump.stop(StopReason.BUDGET)
                     return Stopped(StopReason.BUDGET)
 
-    def _cost_micros(self) -> int:
-        assert self.task is not None
-        return self.task.pricing.cost_micros(
-            self.progress.input_tokens, self.progress.output_tokens
-        )
-
-    def _over_budget(self) -> bool:
-        limit = self.job.max_cost_micros
-        return limit is not None and self._cost_micros() > limit
-
-    async def _write_delta(self, text: str, tokens: int) -> bool:
+    def _delta(self, text: str, tokens: int) -> NewEvent:
         if not self.progress.output and self.job.started_at is not None:
             ttft = (utcnow() - self.job.started_at).total_seconds()
             self.metrics.observe_time_to_first_token(self.job.task, ttft)
         self.progress.output.append(text)
         self.progress.output_tokens += tokens
-        event = await self._append(
-            EventType.OUTPUT_DELTA,
-            {"text": text},
-            values={
-                "output": Job.output + text,
-                "output_tokens": self.progress.output_tokens,
-                "input_tokens": self.progress.input_tokens,
-                "cost_micros": self._cost_micros(),
-            },
-        )
-        return event is not None
+        return NewEvent(EventType.OUTPUT_DELTA, {"text": text})
 
-    async def _write_progress(self, item: Progress) -> bool:
-        self.progress.phase = item.phase
-        event = await self._append(
-            EventType.PROGRESS,
-            {"phase": item.phase, "message": item.message},
-            values={"phase": item.phase},
+    def _usage(self) -> JobUsage:
+        cost = 0
+        if self.task is not None:
+            cost = self.task.pricing.cost_micros(
+                self.progress.input_tokens, self.progress.output_tokens
+            )
+        return JobUsage(self.progress.input_tokens, self.progress.output_tokens, cost)
+
+    def _over_budget(self) -> bool:
+        limit = self.job.max_cost_micros
+        return limit is not None and self._usage().cost_micros > limit
+
+    async def _write(self, events: list[NewEvent], phase: str | None) -> bool:
+        """Append through the process's event writer, then publish what is now durable."""
+        stored = await self.writer.write(
+            EventWrite(self.job.id, self.worker_id, tuple(events), self._usage(), phase)
         )
-        return event is not None
+        if stored is None:
+            log.info("lease lost; stopping")
+            if self.pump is not None:
+                self.pump.stop(StopReason.LEASE_LOST)
+            return False
+        for event in stored:
+            await self.publisher.publish(event)
+        return True
 
     # -- terminal ------------------------------------------------------------------------
 
@@ -249,7 +257,15 @@ class JobRunner:
             if error is not None:
                 await self._finish_failed(error)
             else:
-                await self._terminal(EventType.JOB_SUCCEEDED, JobStatus.SUCCEEDED, result=result)
+                await self._terminal(
+                    succeed(
+                        self.job,
+                        output=self.progress.text,
+                        result=result,
+                        usage=self._usage(),
+                        at=utcnow(),
+                    )
+                )
         elif isinstance(outcome, Raised):
             if isinstance(outcome.error, ProviderError):
                 self.metrics.provider_error(self.job.provider, outcome.error.code.value)
@@ -262,109 +278,41 @@ class JobRunner:
 
     async def _finish_stopped(self, reason: StopReason) -> None:
         if reason is StopReason.CANCELLED:
-            async with self.sessions() as session:
-                job = await JobRepository(session).get(self.job.id)
-                cancel_reason = job.cancel_reason if job else None
-            await self._terminal(EventType.JOB_CANCELLED, JobStatus.CANCELLED, reason=cancel_reason)
+            cancel_reason = await self.store.cancel_reason(self.job.id)
+            await self._terminal(
+                cancel(
+                    self.job,
+                    cancel_reason,
+                    output=self.progress.text,
+                    usage=self._usage(),
+                    at=utcnow(),
+                )
+            )
         elif reason is StopReason.DEADLINE:
             await self._finish_failed(JobError(ErrorCode.DEADLINE_EXCEEDED))
         elif reason is StopReason.BUDGET:
             await self._finish_failed(JobError(ErrorCode.BUDGET_EXCEEDED))
         elif reason is StopReason.SHUTDOWN:
-            await self._release()
+            await self.store.hand_back(self.job.id, self.worker_id)
         # LEASE_LOST: the job is someone else's now; write nothing.
 
     async def _finish_failed(self, error: JobError) -> None:
-        await self._terminal(EventType.JOB_FAILED, JobStatus.FAILED, error=error)
-
-    async def _terminal(
-        self,
-        event_type: EventType,
-        status: JobStatus,
-        *,
-        result: dict[str, Any] | None = None,
-        error: JobError | None = None,
-        reason: str | None = None,
-    ) -> None:
-        job = self.job
-        cost = self._cost_micros() if self.task else 0
-        finished = utcnow()
-        payload = terminal_payload(
-            job,
-            input_tokens=self.progress.input_tokens,
-            output_tokens=self.progress.output_tokens,
-            cost_micros=cost,
-            finished_at=finished,
+        await self._terminal(
+            fail(self.job, error, output=self.progress.text, usage=self._usage(), at=utcnow())
         )
-        if event_type is EventType.JOB_SUCCEEDED:
-            payload["output"] = self.progress.text
-            payload["result"] = result
-        elif error is not None:
-            payload["error"] = error.to_json()
-        else:
-            payload["reason"] = reason
-        async with self.sessions() as session, session.begin():
-            event = await JobRepository(session).append_event(
-                job.id,
-                event_type,
-                payload,
-                where=self._lease_guard(),
-                values={
-                    "status": status.value,
-                    "finished_at": finished,
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "output": self.progress.text,
-                    "result": result,
-                    "error": error.to_json() if error else None,
-                    "phase": None,
-                    "input_tokens": self.progress.input_tokens,
-                    "output_tokens": self.progress.output_tokens,
-                    "cost_micros": cost,
-                },
-            )
-            if event is not None:
-                await UsageRepository(session).add(
-                    job.principal_id,
-                    finished.date(),
-                    input_tokens=self.progress.input_tokens,
-                    output_tokens=self.progress.output_tokens,
-                    cost_micros=cost,
-                )
-        if event is not None:
-            self.metrics.job_finished(job.task, status.value)
-            log.info(
-                "job finished",
-                extra={
-                    "status": status.value,
-                    "error_code": error.code.value if error else None,
-                    "output_tokens": self.progress.output_tokens,
-                    "cost_usd": cost / MICROS_PER_DOLLAR,
-                },
-            )
-            await self.publisher.publish(event)
 
-    async def _release(self) -> None:
-        """Hand the job back to the queue on shutdown."""
-        async with self.sessions() as session, session.begin():
-            await JobRepository(session).release(self.job.id, self.worker_id)
-
-    # -- plumbing ------------------------------------------------------------------------
-
-    def _lease_guard(self) -> list[Any]:
-        return [Job.status == JobStatus.RUNNING.value, Job.lease_owner == self.worker_id]
-
-    async def _append(
-        self, event_type: EventType, payload: dict[str, Any], values: dict[str, Any] | None = None
-    ) -> StoredEvent | None:
-        async with self.sessions() as session, session.begin():
-            event = await JobRepository(session).append_event(
-                self.job.id, event_type, payload, where=self._lease_guard(), values=values
-            )
+    async def _terminal(self, finish: Finish) -> None:
+        event = await self.store.finish(self.job.id, finish, Guard.lease(self.worker_id))
         if event is None:
-            log.info("lease lost; stopping")
-            if self.pump is not None:
-                self.pump.stop(StopReason.LEASE_LOST)
-            return None
+            return
+        self.metrics.job_finished(self.job.task, finish.status.value)
+        log.info(
+            "job finished",
+            extra={
+                "status": finish.status.value,
+                "error_code": finish.error["code"] if finish.error else None,
+                "output_tokens": finish.usage.output_tokens,
+                "cost_usd": finish.usage.cost_micros / MICROS_PER_DOLLAR,
+            },
+        )
         await self.publisher.publish(event)
-        return event

@@ -13,30 +13,26 @@ import socket
 import time
 import uuid
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from jobql.errors import ErrorCode, JobError
 from jobql.events.bus import EventBus
 from jobql.events.channels import CONTROL, WAKEUP
-from jobql.events.payloads import terminal_payload
 from jobql.events.publisher import EventPublisher
-from jobql.events.types import EventType
-from jobql.models import Job, JobStatus
+from jobql.models import Job
 from jobql.models.base import utcnow
 from jobql.observability.metrics import Metrics
 from jobql.providers.registry import ProviderRegistry
-from jobql.repositories.jobs import JobRepository
-from jobql.repositories.usage import UsageRepository
+from jobql.repositories.store import JobStore
 from jobql.settings import Settings
 from jobql.tasks import TaskRegistry
+from jobql.worker.load import LoopLag
 from jobql.worker.pump import StopReason
 from jobql.worker.runner import JobRunner
+from jobql.worker.writer import EventWriter
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 600.0
+OVERLOAD_RECHECK_SECONDS = 0.05
 
 
 class Worker:
@@ -44,7 +40,7 @@ class Worker:
         self,
         settings: Settings,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        store: JobStore,
         bus: EventBus,
         tasks: TaskRegistry,
         providers: ProviderRegistry,
@@ -52,7 +48,9 @@ class Worker:
         worker_id: str | None = None,
     ) -> None:
         self.settings = settings
-        self.sessions = sessions
+        self.store = store
+        self.writer = EventWriter(store)
+        self.lag = LoopLag()
         self.bus = bus
         self.publisher = EventPublisher(bus)
         self.tasks = tasks
@@ -70,6 +68,8 @@ class Worker:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.writer.start()
+        self.lag.start()
         self._background = [
             asyncio.create_task(self._listen(WAKEUP), name="jobql-worker-wakeup"),
             asyncio.create_task(self._listen(CONTROL), name="jobql-worker-control"),
@@ -93,6 +93,8 @@ class Worker:
                 runner.stop(StopReason.SHUTDOWN)
             if pending:
                 await asyncio.wait(pending)
+        await self.writer.aclose()
+        await self.lag.aclose()
 
     @property
     def active_jobs(self) -> int:
@@ -129,33 +131,40 @@ class Worker:
             self._wakeup.clear()
             self._slot_free.clear()
             free = self.settings.worker_concurrency - len(self.runners)
-            claimed: list[Job] = []
-            if free > 0:
+            overloaded = self.overloaded()
+            if free > 0 and not overloaded:
+                limit = min(free, self.settings.worker_claim_batch)
+                claimed: list[Job] = []
                 try:
-                    claimed = await self._claim(free)
+                    claimed = await self._claim(limit)
                 except Exception:
                     log.exception("claim failed")
                 for job in claimed:
                     self._start(job)
-            # Claim again when a slot frees up (the queue may hold more than we took) or a
-            # submit rings the doorbell; the poll is the safety net for lost doorbells.
-            await self._wait_for_any((self._slot_free, self._wakeup), poll)
+                if len(claimed) == limit:
+                    continue  # a full batch: the queue may hold more
+            # Claim again when a slot frees up or a submit rings the doorbell; the poll is
+            # the safety net for lost doorbells. An overloaded process looks again soon.
+            await self._wait_for_any(
+                (self._slot_free, self._wakeup), OVERLOAD_RECHECK_SECONDS if overloaded else poll
+            )
+
+    def overloaded(self) -> bool:
+        """Streams wait on I/O, so a process runs many jobs at once (worker_concurrency);
+        what bounds it is what the process can serve. While its event loop runs late or
+        its event writer has a backlog, it claims nothing more: the queue waits (or other
+        processes claim) instead of every running stream slowing down."""
+        return (
+            self.lag.seconds > self.settings.worker_max_loop_lag_ms / 1000
+            or self.writer.backlog > self.settings.worker_max_write_backlog
+        )
 
     async def _claim(self, limit: int) -> list[Job]:
-        """Claim jobs and write their JobStarted{attempt} in the same transaction."""
-        started = []
-        async with self.sessions() as session, session.begin():
-            repo = JobRepository(session)
-            claimed = await repo.claim(self.worker_id, limit, self.lease)
-            for job in claimed:
-                event = await repo.append_event(
-                    job.id, EventType.JOB_STARTED, {"attempt": job.attempts}
-                )
-                if event is not None:
-                    started.append(event)
-        for event in started:
-            await self.publisher.publish(event)
-        return claimed
+        """Claim jobs (their JobStarted{attempt} is written in the same statement)."""
+        claimed = await self.store.claim(self.worker_id, limit, self.lease)
+        for item in claimed:
+            await self.publisher.publish(item.started)
+        return [item.job for item in claimed]
 
     @staticmethod
     async def _wait_for_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
@@ -171,7 +180,8 @@ class Worker:
             job,
             self.tasks.get(job.api_version, job.task),
             worker_id=self.worker_id,
-            sessions=self.sessions,
+            store=self.store,
+            writer=self.writer,
             publisher=self.publisher,
             providers=self.providers,
             coalesce_seconds=self.settings.coalesce_ms / 1000,
@@ -210,13 +220,11 @@ class Worker:
     async def purge_idempotency_keys(self) -> None:
         """Forget idempotency keys older than the window (submit also checks lazily)."""
         cutoff = utcnow() - timedelta(seconds=self.settings.idempotency_window_seconds)
-        async with self.sessions() as session, session.begin():
-            await JobRepository(session).purge_idempotency_keys(cutoff)
+        await self.store.purge_idempotency_keys(cutoff)
 
     async def renew_leases(self) -> None:
         held = list(self.runners)
-        async with self.sessions() as session, session.begin():
-            renewed = await JobRepository(session).renew_leases(self.worker_id, held, self.lease)
+        renewed = await self.store.renew_leases(self.worker_id, held, self.lease)
         for job_id in held:
             runner = self.runners.get(job_id)
             if runner is None:
@@ -228,62 +236,12 @@ class Worker:
                 runner.stop(StopReason.CANCELLED)
 
     async def rescue_expired(self) -> None:
-        """Requeue jobs whose worker vanished, or fail them after their last attempt."""
-        async with self.sessions() as session:
-            expired = await JobRepository(session).expired_leases()
-        for job in expired:
-            guard = [Job.lease_owner == job.lease_owner, Job.lease_expires_at < utcnow()]
-            async with self.sessions() as session, session.begin():
-                repo = JobRepository(session)
-                if job.cancel_requested_at is None and job.attempts < job.max_attempts:
-                    requeued = await repo.requeue(job.id, where=guard)
-                    event = None
-                else:
-                    cancelled = job.cancel_requested_at is not None
-                    event = await repo.append_event(
-                        job.id,
-                        EventType.JOB_CANCELLED if cancelled else EventType.JOB_FAILED,
-                        self._lost_payload(job, cancelled),
-                        where=[Job.status == JobStatus.RUNNING.value, *guard],
-                        values={
-                            "status": (
-                                JobStatus.CANCELLED if cancelled else JobStatus.FAILED
-                            ).value,
-                            "finished_at": utcnow(),
-                            "lease_owner": None,
-                            "lease_expires_at": None,
-                            "error": None
-                            if cancelled
-                            else JobError(ErrorCode.WORKER_LOST).to_json(),
-                        },
-                    )
-                    requeued = False
-                    if event is not None:
-                        await UsageRepository(session).add(
-                            job.principal_id,
-                            utcnow().date(),
-                            input_tokens=job.input_tokens,
-                            output_tokens=job.output_tokens,
-                            cost_micros=job.cost_micros,
-                        )
-            if event is not None:
-                self.metrics.job_finished(job.task, "CANCELLED" if cancelled else "FAILED")
-                await self.publisher.publish(event)
-            if requeued:
+        """Requeue jobs whose worker vanished, or end them after their last attempt."""
+        for job in await self.store.expired_leases():
+            rescued = await self.store.rescue(job, utcnow())
+            if rescued.event is not None and rescued.status is not None:
+                self.metrics.job_finished(job.task, rescued.status.value)
+                await self.publisher.publish(rescued.event)
+            if rescued.requeued:
                 log.info("rescued job with expired lease", extra={"job_id": job.id})
                 self._wakeup.set()
-
-    @staticmethod
-    def _lost_payload(job: Job, cancelled: bool) -> dict[str, Any]:
-        payload = terminal_payload(
-            job,
-            input_tokens=job.input_tokens,
-            output_tokens=job.output_tokens,
-            cost_micros=job.cost_micros,
-            finished_at=utcnow(),
-        )
-        if cancelled:
-            payload["reason"] = job.cancel_reason
-        else:
-            payload["error"] = JobError(ErrorCode.WORKER_LOST).to_json()
-        return payload

@@ -81,6 +81,6 @@ async def test_other_callers_jobs_are_not_found_everywhere(server: Server, api: 
 async def test_revoked_key_stops_working(server: Server) -> None:
     api = await server.client("temp")
     assert (await api.post("{ viewer { name } }")).status_code == 200
-    await server.runtime.services.keys.revoke(api.key[:10])
+    await server.services.keys.revoke(api.key[:10])
     assert (await api.post(JOB, {"id": "x"})).status_code == 401
     await api.aclose()

@@ -38,9 +38,7 @@ async def server(limited: Settings) -> AsyncIterator[Server]:
 
 async def caller(server: Server, **limits: Any) -> Api:
     api = await server.client("limited")
-    await server.runtime.services.keys.set_limits(
-        api.key[:10], LimitOverrides(**limits), clear=False
-    )
+    await server.services.keys.set_limits(api.key[:10], LimitOverrides(**limits), clear=False)
     return api
 
 

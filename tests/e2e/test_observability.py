@@ -162,7 +162,7 @@ async def test_unexpected_errors_are_masked_with_the_request_id(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("SELECT secret FROM jobs -- internal detail")
 
-    monkeypatch.setattr(server.runtime.services.jobs, "get", broken)
+    monkeypatch.setattr(server.services.jobs, "get", broken)
     response = await api.post(
         '{ job(id: "x") { __typename } }', headers={"X-Request-ID": "req-masked"}
     )

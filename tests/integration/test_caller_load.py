@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from jobql.events.bus import BroadcastBus
 from jobql.models import Job, JobStatus, UsageDay
 from jobql.models.base import utcnow
+from jobql.repositories.jobs import SqlJobStore
 from jobql.repositories.principals import PrincipalRepository
 from jobql.services.auth import Caller, KeyService
 from jobql.services.jobs import JobService, SubmitRequest, Submitted
@@ -56,7 +57,7 @@ async def test_load_counts_only_the_callers_active_jobs_and_todays_spending(
     alice, _ = await keys.create("alice")
     bob, _ = await keys.create("bob")
     service = JobService(
-        settings, sessions=sessions, bus=bus, tasks=load_tasks(settings.tasks_file)
+        settings, store=SqlJobStore(sessions), bus=bus, tasks=load_tasks(settings.tasks_file)
     )
     mine = [o.job for o in await submit(service, alice, 6, "k")]
     theirs = [o.job for o in await submit(service, bob, 2, "k")]  # same keys, other caller

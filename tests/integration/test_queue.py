@@ -11,11 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobql.events.bus import BroadcastBus
 from jobql.events.types import EventType
-from jobql.models import Job, JobStatus
-from jobql.repositories.jobs import JobRepository
+from jobql.models import JobStatus
+from jobql.repositories.jobs import SqlJobStore
+from jobql.repositories.store import EventWrite, NewEvent
 from jobql.services.auth import Caller, KeyService
 from jobql.services.jobs import JobService, SubmitRequest, Submitted
 from jobql.settings import Settings
+from jobql.states import Usage
 from jobql.tasks import load_tasks
 
 
@@ -26,7 +28,7 @@ async def submit_many(
     await bus.connect()
     caller, _ = await KeyService(sessions).create("queue-test")
     service = JobService(
-        settings, sessions=sessions, bus=bus, tasks=load_tasks(settings.tasks_file)
+        settings, store=SqlJobStore(sessions), bus=bus, tasks=load_tasks(settings.tasks_file)
     )
     ids = []
     for i in range(n):
@@ -47,11 +49,10 @@ async def test_concurrent_workers_claim_each_job_exactly_once(
 
     async def worker(name: str) -> None:
         while True:
-            async with sessions() as session, session.begin():
-                jobs = await JobRepository(session).claim(name, 4, timedelta(seconds=30))
-            if not jobs:
+            claimed = await SqlJobStore(sessions).claim(name, 4, timedelta(seconds=30))
+            if not claimed:
                 return
-            for job in jobs:
+            for job in (c.job for c in claimed):
                 assert job.status == JobStatus.RUNNING.value
                 assert job.lease_owner == name
                 claims[job.id] += 1
@@ -65,46 +66,46 @@ async def test_claim_takes_the_oldest_first(
     settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     _, ids = await submit_many(settings, sessions, 5)
-    async with sessions() as session, session.begin():
-        claimed = await JobRepository(session).claim("w", 2, timedelta(seconds=30))
-    assert [j.id for j in claimed] == ids[:2]
+    claimed = await SqlJobStore(sessions).claim("w", 2, timedelta(seconds=30))
+    assert [c.job.id for c in claimed] == ids[:2]
+    assert [(c.started.seq, c.started.payload) for c in claimed] == [(2, {"attempt": 1})] * 2
 
 
 async def test_concurrent_appends_get_gapless_seqs(
     settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     _, (job_id,) = await submit_many(settings, sessions, 1)
+    store = SqlJobStore(sessions)
+    await store.claim("w", 1, timedelta(seconds=30))  # seq 2: JobStarted
 
-    async def append(i: int) -> int:
-        async with sessions() as session, session.begin():
-            event = await JobRepository(session).append_event(
-                job_id, EventType.PROGRESS, {"phase": f"p{i}", "message": ""}
-            )
-        assert event is not None
-        return event.seq
+    async def append(i: int) -> list[int]:
+        write = EventWrite(
+            job_id, "w", (NewEvent(EventType.PROGRESS, {"phase": f"p{i}", "message": ""}),), Usage()
+        )
+        (events,) = await store.append_events([write])
+        assert events is not None
+        return [e.seq for e in events]
 
-    seqs = await asyncio.gather(*(append(i) for i in range(40)))
-    assert sorted(seqs) == list(range(2, 42))  # seq 1 is JobQueued
-    async with sessions() as session:
-        log = await JobRepository(session).events_after(job_id, 0)
-        job = await session.get(Job, job_id)
-    assert [e.seq for e in log] == list(range(1, 42))
+    seqs = [seq for batch in await asyncio.gather(*(append(i) for i in range(40))) for seq in batch]
+    assert sorted(seqs) == list(range(3, 43))
+    log = await store.events_after(job_id, 0)
+    job = await store.get(job_id)
+    assert [e.seq for e in log] == list(range(1, 43))
     assert job is not None
-    assert job.last_seq == 41
+    assert job.last_seq == 42
 
 
 async def test_guarded_append_refuses_a_worker_without_the_lease(
     settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     _, (job_id,) = await submit_many(settings, sessions, 1)
-    async with sessions() as session, session.begin():
-        await JobRepository(session).claim("owner", 1, timedelta(seconds=30))
-    async with sessions() as session, session.begin():
-        event = await JobRepository(session).append_event(
-            job_id, EventType.OUTPUT_DELTA, {"text": "x"}, where=[Job.lease_owner == "intruder"]
-        )
-    assert event is None
-    async with sessions() as session:
-        assert [e.type for e in await JobRepository(session).events_after(job_id, 0)] == [
-            EventType.JOB_QUEUED
-        ]
+    store = SqlJobStore(sessions)
+    await store.claim("owner", 1, timedelta(seconds=30))
+    write = EventWrite(
+        job_id, "intruder", (NewEvent(EventType.OUTPUT_DELTA, {"text": "x"}),), Usage()
+    )
+    assert await store.append_events([write]) == [None]
+    assert [e.type for e in await store.events_after(job_id, 0)] == [
+        EventType.JOB_QUEUED,
+        EventType.JOB_STARTED,
+    ]

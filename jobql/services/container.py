@@ -1,0 +1,55 @@
+"""The services the API serves GraphQL with, built on a process's runtime."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from jobql.runtime import Runtime
+from jobql.services.auth import KeyService
+from jobql.services.jobs import JobService
+from jobql.services.ratelimit import RateLimiter
+from jobql.services.streams import StreamService
+from jobql.services.viewer import ViewerService
+from jobql.settings import Settings
+from jobql.tasks import TaskRegistry
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    tasks: TaskRegistry
+    keys: KeyService
+    jobs: JobService
+    streams: StreamService
+    viewer: ViewerService
+
+
+@contextlib.asynccontextmanager
+async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
+    settings = runtime.settings
+    rate_limiter = RateLimiter(settings.redis_url)
+    try:
+        yield Services(
+            settings=settings,
+            tasks=runtime.tasks,
+            keys=KeyService(runtime.sessions),
+            jobs=JobService(
+                settings,
+                store=runtime.store,
+                bus=runtime.bus,
+                tasks=runtime.tasks,
+                rate_limiter=rate_limiter,
+                metrics=runtime.metrics,
+            ),
+            streams=StreamService(
+                store=runtime.store,
+                bus=runtime.bus,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                metrics=runtime.metrics,
+            ),
+            viewer=ViewerService(settings, runtime.sessions),
+        )
+    finally:
+        await rate_limiter.aclose()
