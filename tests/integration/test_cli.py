@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -84,3 +85,37 @@ def test_serve_and_worker_refuse_tasks_whose_provider_is_not_configured(tmp_path
         assert result.returncode == 2, result.stderr
         assert "v1.chat uses 'openai'" in result.stderr
         assert "JOBQL_PROVIDERS" in result.stderr
+
+
+# Runs `jobql worker` to the point where it is running, then reports which web modules the
+# process holds and stops it the way an operator does (SIGTERM).
+_WORKER_PROBE = """
+import json, logging, os, signal, sys
+from jobql.cli import main
+
+WEB = ("starlette", "strawberry", "graphql", "uvicorn")
+
+class Probe(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().endswith(" running"):
+            loaded = sorted({m for m in sys.modules if m.split(".")[0] in WEB})
+            print(json.dumps({"web_modules": loaded}), flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+logging.getLogger("jobql").addHandler(Probe())
+sys.exit(main(["worker"]))
+"""
+
+
+def test_worker_process_imports_no_web_layer(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _WORKER_PROBE],
+        env={**os.environ, "JOBQL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert json.loads(line) == {"web_modules": []}
