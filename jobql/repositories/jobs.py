@@ -182,7 +182,10 @@ class SqlJobStore:
     async def by_idempotency_key(self, principal_id: str, key: str) -> Job | None:
         stmt = select(Job).where(Job.principal_id == principal_id, Job.idempotency_key == key)
         async with self.reads() as session:
-            return (await session.scalars(stmt)).one_or_none()
+            job = (await session.scalars(stmt)).one_or_none()
+            if job is not None:
+                await self._fill_output(session, [job])
+            return job
 
     async def cancel_reason(self, job_id: str) -> str | None:
         async with self.reads() as session:
