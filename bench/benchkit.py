@@ -211,9 +211,12 @@ def _clean_env(overrides: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def jobql_env(workdir: Path, **settings: str) -> dict[str, str]:
-    """The embedded default (SQLite file, memory:// bus, inline worker) plus ``settings``."""
-    return _clean_env(
+def jobql_env(workdir: Path, source: Path | None = None, **settings: str) -> dict[str, str]:
+    """The embedded default (SQLite file, memory:// bus, inline worker) plus ``settings``.
+
+    ``source``: a checkout of another revision whose ``jobql`` package the `jobql` commands
+    import instead of the installed one (same venv, so same dependencies)."""
+    env = _clean_env(
         {
             "JOBQL_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
             "JOBQL_BROADCAST_URL": "memory://",
@@ -222,6 +225,12 @@ def jobql_env(workdir: Path, **settings: str) -> dict[str, str]:
             **{f"JOBQL_{k.upper()}": v for k, v in settings.items()},
         }
     )
+    if source is not None:
+        # PYTHONPATH comes before site-packages, where the editable install points here.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(source.resolve()), env.get("PYTHONPATH", "")) if p
+        )
+    return env
 
 
 def jobql_cli(
@@ -348,11 +357,12 @@ async def serving_jobql(
 
 @contextlib.asynccontextmanager
 async def running_jobql(
-    workdir: Path, name: str = "jobql", **settings: str
+    workdir: Path, name: str = "jobql", source: Path | None = None, **settings: str
 ) -> AsyncIterator[Server]:
-    """`jobql serve` on a fresh SQLite file in ``workdir`` with its own API key. Limits stay
-    on (the default) but the key's are lifted so that no benchmark request is refused."""
-    env = jobql_env(workdir, **settings)
+    """`jobql serve` on a fresh SQLite file in ``workdir`` (unless ``settings`` name another
+    database) with its own API key. Limits stay on (the default) but the key's are lifted so
+    that no benchmark request is refused. ``source``: see `jobql_env`."""
+    env = jobql_env(workdir, source, **settings)
     key = await asyncio.to_thread(create_api_key, workdir, env)
     await asyncio.to_thread(lambda: lift_key_limits(workdir, env, key))
     async with serving_jobql(workdir, env, key, name) as server:

@@ -5,12 +5,17 @@
     .venv/bin/python bench/run.py --quick    # small counts, to check the scripts work
     .venv/bin/python bench/run.py --only limits   # one benchmark (--write would replace
                                                   # the whole generated section with it)
+    .venv/bin/python bench/run.py --only live --baseline-src /tmp/jobql-base
+                                  # live streams, with the server CPU compared against a
+                                  # checkout of an older revision (git worktree add ...)
 
 Each benchmark gets a fresh `jobql serve` (embedded default: SQLite file in a temp dir,
 memory:// bus, inline worker, tasks from bench/tasks.toml) on 127.0.0.1 and a free port.
 The limits benchmark (4) also runs on a fresh database on the local PostgreSQL server
 (127.0.0.1:5432, created and dropped by the run; skipped with the reason if unreachable)
-and, with Redis at 127.0.0.1:6379, with the Redis-backed rate limiter.
+and, with Redis at 127.0.0.1:6379, with the Redis-backed rate limiter. The live-streams
+benchmark (5) runs on the embedded default and on PostgreSQL + Redis, against an
+OpenAI-compatible upstream it starts (bench/fake_upstream.py, tasks from bench/tasks_live.toml).
 The machine may be shared and noisy, so every number comes with a baseline measured in the
 same run, and the report gives ratios. Latency targets are reported, never asserted.
 """
@@ -38,6 +43,9 @@ from bench_first_delta import FirstDeltaResult, run_first_delta_bench
 from bench_limits import BASELINE as LIMITS_BASELINE
 from bench_limits import REDIS_CONFIG, LimitsResult, run_limits_bench
 from bench_limits import TARGET_ADDED_P50_MS as LIMITS_TARGET_MS
+from bench_live_streams import BACKENDS as LIVE_BACKENDS
+from bench_live_streams import LiveResult, report_live, run_all_backends
+from bench_live_streams import summary_rows as live_summary_rows
 from bench_stream import StreamResult, run_stream_bench
 from bench_submit import TARGET_P99_MS as SUBMIT_TARGET_MS
 from bench_submit import PacedResult, SubmitResult, run_paced_submit_bench, run_submit_bench
@@ -62,7 +70,7 @@ DOC = REPO_DIR / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench/run.py: generated results begin -->"
 END = "<!-- bench/run.py: generated results end -->"
 STREAM_CONFIGS = (("coalesce 25 ms", "25"), ("coalesce 0", "0"))
-BENCHMARKS = ("submit", "first-delta", "stream", "limits")
+BENCHMARKS = ("submit", "first-delta", "stream", "limits", "live")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,8 @@ class Sizes:
     limits_rounds: int
     limits_per_block: int
     limits_step_samples: int
+    live_clients: tuple[int, ...]
+    live_cpu_clients: int  # where server CPU per event is compared with --baseline-src
 
 
 FULL = Sizes(
@@ -96,6 +106,8 @@ FULL = Sizes(
     limits_rounds=16,
     limits_per_block=25,
     limits_step_samples=200,
+    live_clients=(1, 10, 50, 100, 200),
+    live_cpu_clients=100,
 )
 QUICK = Sizes(
     clients=20,
@@ -111,6 +123,8 @@ QUICK = Sizes(
     limits_rounds=2,
     limits_per_block=10,
     limits_step_samples=20,
+    live_clients=(1, 10),
+    live_cpu_clients=10,
 )
 
 
@@ -124,16 +138,20 @@ class Results:
     first_delta_single: FirstDeltaResult | None = None
     stream: StreamResult | None = None
     limits: list[LimitsResult] | None = None
+    live: list[LiveResult] | None = None
+    live_cpu_clients: int = 0
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
+async def run_all(
+    sizes: Sizes, workdir: Path, only: set[str], baseline_src: Path | None = None
+) -> Results:
     results = Results()
     if "submit" in only:
-        log("1/4 submitJob acknowledgement latency")
+        log("1/5 submitJob acknowledgement latency")
         async with running_jobql(workdir / "submit") as server:
             # One client first (no queueing: the unloaded latency), then the real load.
             results.submit_single = await run_submit_bench(
@@ -142,14 +160,14 @@ async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
             results.submit = await run_submit_bench(
                 server, clients=sizes.clients, per_client=sizes.per_client, rounds=sizes.rounds
             )
-            log("1/4 the same clients, paced well below saturation")
+            log("1/5 the same clients, paced well below saturation")
             results.submit_paced = await run_paced_submit_bench(
                 server,
                 clients=sizes.clients,
                 count=sizes.paced_count,
                 interval=sizes.paced_interval,
             )
-        log("1/4 (diagnostic) the same with no worker running")
+        log("1/5 (diagnostic) the same with no worker running")
         async with running_jobql(workdir / "submit-no-worker", inline_worker="false") as server:
             results.submit_no_worker = await run_submit_bench(
                 server,
@@ -159,7 +177,7 @@ async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
                 drain=False,
             )
     if "first-delta" in only:
-        log("2/4 submit -> first OutputDelta")
+        log("2/5 submit -> first OutputDelta")
         async with running_jobql(workdir / "first-delta") as server:
             # One lane first: the latency of the pipeline itself, without contention.
             results.first_delta_single = await run_first_delta_bench(
@@ -172,7 +190,7 @@ async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
         results.stream = StreamResult()
         async with running_raw_ws(workdir / "raw-ws") as raw:
             for label, coalesce_ms in STREAM_CONFIGS:
-                log(f"3/4 stream throughput, {label}")
+                log(f"3/5 stream throughput, {label}")
                 async with running_jobql(
                     workdir / f"stream-{coalesce_ms}", coalesce_ms=coalesce_ms
                 ) as server:
@@ -181,6 +199,15 @@ async def run_all(sizes: Sizes, workdir: Path, only: set[str]) -> Results:
                     )
     if "limits" in only:
         results.limits = await run_limits(sizes, workdir / "limits")
+    if "live" in only:
+        results.live_cpu_clients = sizes.live_cpu_clients
+        results.live = await run_all_backends(
+            workdir / "live",
+            LIVE_BACKENDS,
+            sizes.live_clients,
+            sizes.live_cpu_clients,
+            baseline_src,
+        )
     return results
 
 
@@ -191,7 +218,7 @@ async def run_limits(sizes: Sizes, workdir: Path) -> list[LimitsResult]:
         per_block=sizes.limits_per_block,
         step_samples=sizes.limits_step_samples,
     )
-    log("4/4 idempotency key + limits, SQLite")
+    log("4/5 idempotency key + limits, SQLite")
     out = [
         await bench(
             workdir / "sqlite",
@@ -205,10 +232,10 @@ async def run_limits(sizes: Sizes, workdir: Path) -> list[LimitsResult]:
         try:
             url = await stack.enter_async_context(fresh_postgres_database())
         except BenchError as exc:
-            log(f"4/4 PostgreSQL skipped: {exc}")
+            log(f"4/5 PostgreSQL skipped: {exc}")
             out.append(LimitsResult("PostgreSQL", skipped=f"PostgreSQL unreachable: {exc}"))
             return out
-        log("4/4 idempotency key + limits, PostgreSQL" + ("" if redis_problem else " (+ Redis)"))
+        log("4/5 idempotency key + limits, PostgreSQL" + ("" if redis_problem else " (+ Redis)"))
         out.append(
             await bench(
                 workdir / "postgresql",
@@ -332,6 +359,8 @@ def report_summary(r: Results) -> str:
             )
     for lr in r.limits or ():
         rows += limits_summary_rows(lr)
+    if r.live:
+        rows += live_summary_rows(r.live, r.live_cpu_clients)
     return md_table(["Benchmark", "Measured", "Target", "Baseline (same run)", "Ratio", ""], rows)
 
 
@@ -703,8 +732,8 @@ def render(r: Results, started: datetime, elapsed: float, load: tuple[float, ...
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}  ",
         "Clients and servers share the machine; baselines ran in the same run.  ",
-        "Benchmarks 1-3 run with the limits on (the default) and the caller's limits lifted "
-        "(`jobql keys set-limits`), so no request is refused.",
+        "Benchmarks 1-3 and 5 run with the limits on (the default) and the caller's limits "
+        "lifted (`jobql keys set-limits`), so no request is refused.",
         "",
         "### Summary",
         "",
@@ -722,6 +751,13 @@ def render(r: Results, started: datetime, elapsed: float, load: tuple[float, ...
             "### 4. What an idempotency key and the limits add to submitJob",
             "",
             report_limits(r),
+        ]
+    if r.live:
+        parts += [
+            "",
+            "### 5. Live streams from an HTTP upstream to N subscribers",
+            "",
+            report_live(r.live, r.live_cpu_clients),
         ]
     return "\n".join(parts) + "\n"
 
@@ -754,6 +790,12 @@ def main() -> int:
         help=f"comma-separated subset of: {', '.join(BENCHMARKS)}",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="live: also run a server from this source tree (an older revision) at one N "
+        "and compare server CPU per event",
+    )
     args = parser.parse_args()
     only = {part.strip() for part in args.only.split(",") if part.strip()}
     if unknown := only - set(BENCHMARKS):
@@ -764,7 +806,7 @@ def main() -> int:
     clock = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="jobql-bench-"))
     try:
-        results = asyncio.run(run_all(sizes, tmp, only))
+        results = asyncio.run(run_all(sizes, tmp, only, args.baseline_src))
     finally:
         if args.keep:
             log(f"server logs and databases kept in {tmp}")
