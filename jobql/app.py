@@ -18,7 +18,7 @@ from jobql.http.body_limit import BodyLimitMiddleware
 from jobql.http.graphql import GraphQLView
 from jobql.http.request_id import RequestIdMiddleware
 from jobql.providers.registry import ProviderRegistry
-from jobql.runtime import Runtime, open_runtime
+from jobql.runtime import Runtime, freeze_long_lived_objects, open_runtime
 from jobql.schema.v1.schema import build_schema
 from jobql.services.container import open_services
 from jobql.settings import Settings
@@ -102,6 +102,20 @@ def create_app(
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
     )
+
+
+def create_app_in_process() -> Starlette:
+    """The app of one of `jobql serve --workers N`'s processes (settings from the
+    environment, as the parent set it)."""
+    from jobql.observability.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(
+        settings.log_level, json=settings.log_format == "json", include_content=settings.log_content
+    )
+    app = create_app(settings)
+    freeze_long_lived_objects()
+    return app
 
 
 def announce_dev_key(key: str, settings: Settings) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import sys
@@ -23,6 +22,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the API (embedded default: SQLite, inline worker)")
     serve.add_argument("--host", help="bind address (default 127.0.0.1, or JOBQL_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000, or JOBQL_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes sharing the port (PostgreSQL and a redis:// or postgres:// bus only)",
+    )
 
     sub.add_parser("worker", help="run a worker process (scaled deployments)")
     sub.add_parser("migrate", help="apply database migrations")
@@ -63,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"jobql: {exc}", file=sys.stderr)
             return 2
     if args.command == "serve":
-        return serve_command(settings, args.host, args.port)
+        return serve_command(settings, args.host, args.port, args.workers)
     if args.command == "worker":
         return asyncio.run(worker_command(settings))
     if args.command == "migrate":
@@ -71,13 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(keys_command(settings, args))
 
 
-def serve_command(settings: Settings, host: str | None, port: int | None) -> int:
+def serve_command(settings: Settings, host: str | None, port: int | None, workers: int = 1) -> int:
     import uvicorn
-
-    from jobql.app import create_app
 
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=updates)
+    if workers > 1:
+        return serve_processes(settings, workers)
+
+    from jobql.app import create_app
+    from jobql.runtime import freeze_long_lived_objects
+
     app = create_app(settings)
     freeze_long_lived_objects()
     # log_config=None: uvicorn's own loggers go through ours (JSON, request ids).
@@ -85,16 +94,71 @@ def serve_command(settings: Settings, host: str | None, port: int | None) -> int
     return 0
 
 
-def freeze_long_lived_objects() -> None:
-    """What exists once the process is set up (modules, the schema, the ORM mappers, ...)
-    lives as long as the process: keep it out of the garbage collector's full passes, which
-    otherwise walk all of it and stall the event loop (60 ms here, a latency spike)."""
-    gc.collect()
-    gc.freeze()
+def multiprocess_problem(settings: Settings) -> str | None:
+    """Why this configuration cannot run as several processes, if it cannot."""
+    if not settings.database_url.startswith("postgresql"):
+        return (
+            "--workers needs PostgreSQL: SQLite has one writer at a time, so the embedded "
+            "default runs as one process (set JOBQL_DATABASE_URL=postgresql+asyncpg://...)"
+        )
+    if settings.broadcast_url.startswith("memory"):
+        return (
+            "--workers needs a shared event bus: memory:// reaches only its own process "
+            "(set JOBQL_BROADCAST_URL=redis://... or postgres://...)"
+        )
+    return None
+
+
+def serve_processes(settings: Settings, workers: int) -> int:
+    """Several API processes on one port (uvicorn's process manager): each runs its own
+    event loop (and inline worker) on its own core. Migrations and the development key are
+    done once, here, before the processes start."""
+    import os
+
+    import uvicorn
+
+    if (problem := multiprocess_problem(settings)) is not None:
+        print(f"jobql: {problem}", file=sys.stderr)
+        return 2
+    asyncio.run(prepare_processes(settings))
+    # The processes read their settings from the environment, like this one did.
+    os.environ.update(
+        JOBQL_HOST=settings.host,
+        JOBQL_PORT=str(settings.port),
+        JOBQL_MIGRATE_ON_START="false",
+        JOBQL_CREATE_DEV_KEY="false",
+    )
+    uvicorn.run(
+        "jobql.app:create_app_in_process",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_config=None,
+    )
+    return 0
+
+
+async def prepare_processes(settings: Settings) -> None:
+    from jobql.app import announce_dev_key
+    from jobql.repositories.database import create_engine, create_session_factory
+    from jobql.repositories.migrate import upgrade
+    from jobql.services.auth import KeyService
+
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.migrate_on_start:
+            await upgrade(engine)
+        keys = KeyService(create_session_factory(engine))
+        if settings.create_dev_key and not await keys.any_key_exists():
+            _, key = await keys.create("development")
+            announce_dev_key(key, settings)
+    finally:
+        await engine.dispose()
 
 
 async def worker_command(settings: Settings) -> int:
-    from jobql.runtime import open_runtime
+    from jobql.runtime import freeze_long_lived_objects, open_runtime
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
