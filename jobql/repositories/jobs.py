@@ -7,26 +7,23 @@ become domain errors at this boundary (a unique idempotency key -> IdempotencyKe
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
-    Integer,
-    String,
     and_,
-    column,
     func,
     insert,
     or_,
     select,
+    text,
     update,
-    values,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from jobql.events.types import EventType, StoredEvent
@@ -59,6 +56,35 @@ from jobql.states import (
 )
 
 _INSERT_EVENT = insert(JobEvent.metadata.tables[JobEvent.__tablename__])
+
+# append_events' UPDATE, per dialect: the batch is a JSON array of
+# {id, owner, n, input_tokens, output_tokens, cost_micros, phase}.
+_APPEND_SET = """
+UPDATE jobs SET last_seq = jobs.last_seq + b.n, input_tokens = b.input_tokens,
+    output_tokens = b.output_tokens, cost_micros = b.cost_micros,
+    phase = coalesce(b.phase, jobs.phase)
+FROM {batch}
+WHERE jobs.id = b.id AND jobs.status = 'RUNNING' AND jobs.lease_owner = b.owner
+RETURNING jobs.id, jobs.last_seq
+"""
+_APPEND_UPDATE = {
+    "sqlite": text(
+        _APPEND_SET.format(
+            batch="(SELECT json_extract(value, '$.id') AS id,"
+            " json_extract(value, '$.owner') AS owner, json_extract(value, '$.n') AS n,"
+            " json_extract(value, '$.input_tokens') AS input_tokens,"
+            " json_extract(value, '$.output_tokens') AS output_tokens,"
+            " json_extract(value, '$.cost_micros') AS cost_micros,"
+            " json_extract(value, '$.phase') AS phase FROM json_each(:batch)) AS b"
+        )
+    ),
+    "postgresql": text(
+        _APPEND_SET.format(
+            batch="jsonb_to_recordset(CAST(:batch AS jsonb)) AS b(id text, owner text, n int,"
+            " input_tokens int, output_tokens int, cost_micros bigint, phase text)"
+        )
+    ),
+}
 _RUNNING = JobStatus.RUNNING.value
 
 
@@ -125,6 +151,9 @@ class SqlJobStore:
         self.sessions = sessions
         # Single-statement reads: on SQLite they take no write lock (database.py).
         self.reads = reads or sessions
+        bind = sessions.kw["bind"]
+        assert isinstance(bind, AsyncEngine)
+        self.engine: AsyncEngine = bind
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -135,13 +164,15 @@ class SqlJobStore:
                 await self._fill_output(session, [job])
             return job
 
-    async def get_owned(self, principal_id: str, job_id: str) -> Job | None:
+    async def get_owned(
+        self, principal_id: str, job_id: str, *, with_output: bool = True
+    ) -> Job | None:
         if not is_job_id(job_id):
             return None  # not an id we issue (and e.g. a NUL byte PostgreSQL would refuse)
         async with self.reads() as session:
             stmt = select(Job).where(Job.id == job_id, Job.principal_id == principal_id)
             job = (await session.scalars(stmt)).one_or_none()
-            if job is not None:
+            if job is not None and with_output:
                 await self._fill_output(session, [job])
             return job
 
@@ -389,74 +420,47 @@ class SqlJobStore:
 
     async def append_events(self, writes: Sequence[EventWrite]) -> list[list[StoredEvent] | None]:
         """Two statements for any number of jobs: one UPDATE takes every job's seqs (and
-        sets its usage) under its lease guard, one INSERT writes all the events."""
+        sets its usage) under its lease guard, one INSERT writes all the events. The batch
+        travels as one JSON parameter, so the UPDATE is the same statement for every batch
+        (built and compiled once, where a VALUES list would be compiled per batch)."""
         if not writes:
             return []
         if len({w.job_id for w in writes}) != len(writes):
             raise ValueError("one write per job in a batch")
-        batch = (
-            values(
-                column("id", String),
-                column("owner", String),
-                column("n", Integer),
-                column("input_tokens", Integer),
-                column("output_tokens", Integer),
-                column("cost_micros", BigInteger),
-                column("phase", String),
-                name="batch",
-            )
-            .data(
-                [
-                    (
-                        w.job_id,
-                        w.worker_id,
-                        len(w.events),
-                        w.usage.input_tokens,
-                        w.usage.output_tokens,
-                        w.usage.cost_micros,
-                        w.phase,
-                    )
-                    for w in writes
-                ]
-            )
-            .cte("batch")
-        )
-        stmt = (
-            update(Job)
-            .where(Job.id == batch.c.id, Job.status == _RUNNING, Job.lease_owner == batch.c.owner)
-            .values(
-                last_seq=Job.last_seq + batch.c.n,
-                input_tokens=batch.c.input_tokens,
-                output_tokens=batch.c.output_tokens,
-                cost_micros=batch.c.cost_micros,
-                phase=func.coalesce(batch.c.phase, Job.phase),
-            )
-            .returning(Job.id, Job.last_seq)
-            .execution_options(synchronize_session=False)
+        batch = json.dumps(
+            [
+                {
+                    "id": w.job_id,
+                    "owner": w.worker_id,
+                    "n": len(w.events),
+                    "input_tokens": w.usage.input_tokens,
+                    "output_tokens": w.usage.output_tokens,
+                    "cost_micros": w.usage.cost_micros,
+                    "phase": w.phase,
+                }
+                for w in writes
+            ]
         )
         now = utcnow()
-        async with self.sessions() as session, session.begin():
-            last = {row.id: row.last_seq for row in await session.execute(stmt)}
+        # A Core connection: the ORM's session and unit of work cost more than the SQL here.
+        async with self.engine.begin() as conn:
+            update_sql = _APPEND_UPDATE[conn.dialect.name]
+            last = {row[0]: row[1] for row in await conn.execute(update_sql, {"batch": batch})}
             results: list[list[StoredEvent] | None] = []
+            rows: list[dict[str, Any]] = []
             for write in writes:
                 if write.job_id not in last:
                     results.append(None)
                     continue
                 first = last[write.job_id] - len(write.events) + 1
-                results.append(
-                    [
-                        StoredEvent(write.job_id, first + i, e.type, e.payload, now)
-                        for i, e in enumerate(write.events)
-                    ]
-                )
-            rows = [
-                _event_row(e.job_id, e.seq, e.type, e.payload, e.at)
-                for events in results
-                if events
-                for e in events
-            ]
+                stored = [
+                    StoredEvent(write.job_id, first + i, e.type, e.payload, now)
+                    for i, e in enumerate(write.events)
+                ]
+                rows.extend(_event_row(e.job_id, e.seq, e.type, e.payload, e.at) for e in stored)
+                results.append(stored)
             if rows:
-                await session.execute(_INSERT_EVENT, rows)
+                await conn.execute(_INSERT_EVENT, rows)
         return results
 
     async def finish(self, job_id: str, finish: Finish, guard: Guard) -> StoredEvent | None:

@@ -131,11 +131,13 @@ class MemoryJobStore:
             return None
         return self._read(job) if with_output else _copy(job)
 
-    async def get_owned(self, principal_id: str, job_id: str) -> Job | None:
+    async def get_owned(
+        self, principal_id: str, job_id: str, *, with_output: bool = True
+    ) -> Job | None:
         job = self._jobs.get(job_id) if is_job_id(job_id) else None
         if job is None or job.principal_id != principal_id:
             return None
-        return self._read(job)
+        return self._read(job) if with_output else _copy(job)
 
     async def list_owned(
         self,

@@ -96,7 +96,9 @@ class JobStore(Protocol):
         """The job; without its output (left empty) when the caller needs only its state."""
         ...
 
-    async def get_owned(self, principal_id: str, job_id: str) -> Job | None: ...
+    async def get_owned(
+        self, principal_id: str, job_id: str, *, with_output: bool = True
+    ) -> Job | None: ...
 
     async def list_owned(
         self,

@@ -32,7 +32,7 @@ class StreamService:
     async def open(
         self, caller: Caller, job_id: str, after: int | None
     ) -> AsyncGenerator[StreamItem, None] | NotFound:
-        job = await self.store.get_owned(caller.id, job_id)
+        job = await self.store.get_owned(caller.id, job_id, with_output=False)
         if job is None:
             return NotFound()
         # A cursor beyond the log (a client's bug) is treated as "everything so far".
