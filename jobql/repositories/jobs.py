@@ -59,29 +59,39 @@ _INSERT_EVENT = insert(JobEvent.metadata.tables[JobEvent.__tablename__])
 
 # append_events' UPDATE, per dialect: the batch is a JSON array of
 # {id, owner, n, input_tokens, output_tokens, cost_micros, phase}.
+# Statements that update many job rows lock them in id order (a CTE that selects them
+# ORDER BY id FOR UPDATE): two such statements running at once, such as a batch of events
+# and a lease renewal, would otherwise lock in different orders and deadlock on PostgreSQL.
+# (SQLite has one writer at a time, and compiles FOR UPDATE to nothing.)
 _APPEND_SET = """
+{batch}
 UPDATE jobs SET last_seq = jobs.last_seq + b.n, input_tokens = b.input_tokens,
     output_tokens = b.output_tokens, cost_micros = b.cost_micros,
     phase = coalesce(b.phase, jobs.phase)
-FROM {batch}
-WHERE jobs.id = b.id AND jobs.status = 'RUNNING' AND jobs.lease_owner = b.owner
+FROM b
+WHERE jobs.id = b.id AND jobs.status = 'RUNNING' AND jobs.lease_owner = b.owner{locked}
 RETURNING jobs.id, jobs.last_seq
 """
 _APPEND_UPDATE = {
     "sqlite": text(
         _APPEND_SET.format(
-            batch="(SELECT json_extract(value, '$.id') AS id,"
+            batch="WITH b AS (SELECT json_extract(value, '$.id') AS id,"
             " json_extract(value, '$.owner') AS owner, json_extract(value, '$.n') AS n,"
             " json_extract(value, '$.input_tokens') AS input_tokens,"
             " json_extract(value, '$.output_tokens') AS output_tokens,"
             " json_extract(value, '$.cost_micros') AS cost_micros,"
-            " json_extract(value, '$.phase') AS phase FROM json_each(:batch)) AS b"
+            " json_extract(value, '$.phase') AS phase FROM json_each(:batch))",
+            locked="",
         )
     ),
     "postgresql": text(
         _APPEND_SET.format(
-            batch="jsonb_to_recordset(CAST(:batch AS jsonb)) AS b(id text, owner text, n int,"
-            " input_tokens int, output_tokens int, cost_micros bigint, phase text)"
+            batch="WITH b AS (SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))"
+            " AS r(id text, owner text, n int, input_tokens int, output_tokens int,"
+            " cost_micros bigint, phase text)),"
+            " locked AS (SELECT id FROM jobs WHERE id IN (SELECT id FROM b)"
+            " ORDER BY id FOR UPDATE)",
+            locked=" AND jobs.id IN (SELECT id FROM locked)",
         )
     ),
 }
@@ -385,9 +395,16 @@ class SqlJobStore:
     ) -> dict[str, datetime | None]:
         if not job_ids:
             return {}
+        locked = (
+            select(Job.id)
+            .where(Job.id.in_(list(job_ids)), *_where(Guard.lease(worker_id)))
+            .order_by(Job.id)
+            .with_for_update()
+            .cte("locked")
+        )
         stmt = (
             update(Job)
-            .where(Job.id.in_(list(job_ids)), *_where(Guard.lease(worker_id)))
+            .where(Job.id.in_(select(locked.c.id)))
             .values(lease_expires_at=utcnow() + lease)
             .returning(Job.id, Job.cancel_requested_at)
             .execution_options(synchronize_session=False)

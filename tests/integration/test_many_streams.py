@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from sqlalchemy.engine import Connection
 from jobql.events.types import EventType, StoredEvent
 from jobql.models import Job, JobStatus
 from jobql.providers.simulated import SimulatedProvider
+from jobql.repositories.store import EventWrite, NewEvent
 from jobql.runtime import Runtime, build_providers, open_runtime
 from jobql.services.auth import Caller
 from jobql.services.container import Services, open_services
 from jobql.services.jobs import SubmitRequest, Submitted
 from jobql.settings import Settings
+from jobql.states import Usage
 
 STREAMS = 100
 LONG_OUTPUT_TOKENS = 100_000
@@ -213,3 +216,35 @@ async def test_a_hundred_thousand_token_output_costs_the_same_per_event(
     ]
     assert len(inserts) >= len(written)
     assert max(len(repr(p)) for p in inserts) < 2 * largest_delta + 2000
+
+
+async def test_event_batches_and_lease_renewals_do_not_deadlock(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Both update many job rows at once; on PostgreSQL they lock them in one order."""
+    settings = settings.model_copy(update={"inline_worker": False})
+    async with (
+        open_runtime(settings, with_worker=False) as runtime,
+        open_services(runtime) as services,
+    ):
+        caller, _ = await services.keys.create("locks")
+        jobs = [await submit(services, caller, "echo", f"j{i}") for i in range(40)]
+        claimed = await runtime.store.claim("w", len(jobs), timedelta(seconds=30))
+        ids = sorted(c.job.id for c in claimed)
+        assert len(ids) == len(jobs)
+
+        async def append(order: list[str]) -> None:
+            delta = (NewEvent(EventType.OUTPUT_DELTA, {"text": "x"}),)
+            results = await runtime.store.append_events(
+                [EventWrite(job_id, "w", delta, Usage()) for job_id in order]
+            )
+            assert all(r is not None for r in results)
+
+        for _ in range(15):
+            await asyncio.gather(
+                append(ids[::-1]),
+                runtime.store.renew_leases("w", ids, timedelta(seconds=30)),
+                append(ids[::2] + ids[1::2][::-1]),
+                runtime.store.renew_leases("w", ids[::-1], timedelta(seconds=30)),
+            )
+        assert {e.seq for e in await runtime.store.events_after(ids[0], 2)} == set(range(3, 33))
