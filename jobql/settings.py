@@ -39,7 +39,10 @@ class ProviderSettings(BaseModel):
     # generous, as reasoning models can think for minutes before their first token (the
     # job's deadline bounds the whole call anyway).
     read_timeout_seconds: float = Field(default=300.0, gt=0)
-    max_connections: int = Field(default=100, ge=1)
+    # Streams at once to this provider from one process: a stream holds its connection for
+    # its whole length, so this is at least the process's job cap (worker_concurrency), or
+    # jobs past it wait for a connection to free up.
+    max_connections: int = Field(default=256, ge=1)
 
 
 DEFAULT_TIER_LIMITS = {

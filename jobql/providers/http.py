@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+from httpx_aiohttp import AiohttpTransport
 
 from jobql.errors import ErrorCode
 from jobql.providers.base import ProviderError
@@ -100,14 +101,24 @@ class HttpProvider:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
+        # Every connection may be kept alive: a burst of streams otherwise reconnects all
+        # but httpx's default 20 the next time.
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+        )
         self._client = httpx.AsyncClient(
             base_url=config.base_url.rstrip("/") + "/",
             headers={**headers, **config.headers},
             timeout=httpx.Timeout(
                 config.read_timeout_seconds, connect=config.connect_timeout_seconds
             ),
-            limits=httpx.Limits(max_connections=config.max_connections),
-            transport=transport,
+            limits=limits,
+            # httpx's API over aiohttp's connections (by httpx's maintainer; the OpenAI and
+            # Anthropic SDKs offer the same): its C HTTP parser costs about 2.5x less CPU
+            # per streamed read than httpx's own transport, and a process relays thousands
+            # of reads a second.
+            transport=transport or AiohttpTransport(limits=limits),
         )
 
     async def aclose(self) -> None:
