@@ -134,6 +134,8 @@ class Results:
     submit_single: SubmitResult | None = None
     submit_paced: PacedResult | None = None
     submit_no_worker: SubmitResult | None = None
+    submit_baseline: SubmitResult | None = None
+    baseline_src: Path | None = None
     first_delta: FirstDeltaResult | None = None
     first_delta_single: FirstDeltaResult | None = None
     stream: StreamResult | None = None
@@ -149,7 +151,7 @@ def log(message: str) -> None:
 async def run_all(
     sizes: Sizes, workdir: Path, only: set[str], baseline_src: Path | None = None
 ) -> Results:
-    results = Results()
+    results = Results(baseline_src=baseline_src)
     if "submit" in only:
         log("1/5 submitJob acknowledgement latency")
         async with running_jobql(workdir / "submit") as server:
@@ -167,6 +169,14 @@ async def run_all(
                 count=sizes.paced_count,
                 interval=sizes.paced_interval,
             )
+        if baseline_src is not None:
+            log(f"1/5 the same clients against {baseline_src}")
+            async with running_jobql(
+                workdir / "submit-baseline", "baseline", baseline_src
+            ) as server:
+                results.submit_baseline = await run_submit_bench(
+                    server, clients=sizes.clients, per_client=sizes.per_client, rounds=sizes.rounds
+                )
         log("1/5 (diagnostic) the same with no worker running")
         async with running_jobql(workdir / "submit-no-worker", inline_worker="false") as server:
             results.submit_no_worker = await run_submit_bench(
@@ -428,6 +438,16 @@ def report_submit(r: Results) -> str:
         rows += submit_rows("1 client", r.submit_single)
     if r.submit_no_worker:
         rows += submit_rows(f"{r.submit_no_worker.clients} clients, no worker", r.submit_no_worker)
+    baseline = ""
+    if r.submit_baseline:
+        b = r.submit_baseline
+        rows += submit_rows(f"{b.clients} clients, baseline source", b)
+        baseline = (
+            f"\n\nAgainst `{r.baseline_src}` in the same run ({b.clients} clients): "
+            f"{fmt_rate(s.submits_per_s)} vs {fmt_rate(b.submits_per_s)} submits/s "
+            f"({fmt_ratio(ratio(s.submits_per_s, b.submits_per_s))}), p99 "
+            f"{fmt_ms(s.submit.p99)} vs {fmt_ms(b.submit.p99)}."
+        )
     paced = ""
     if r.submit_paced:
         p = r.submit_paced
@@ -462,7 +482,7 @@ def report_submit(r: Results) -> str:
         f"phases, as a share of one CPU (the machine has {machine_info()['nproc']}).\n\n"
         + md_table(header, rows)
         + f"\n\nsubmitJob / healthz ({s.clients} clients): p50 {fmt_ratio(s.p50_ratio)}, "
-        f"p99 {fmt_ratio(s.p99_ratio)}." + paced
+        f"p99 {fmt_ratio(s.p99_ratio)}." + baseline + paced
     )
 
 
