@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
+from jobql.worker.background import BackgroundLoop
 
-class LoopLag:
+
+class LoopLag(BackgroundLoop):
     """Samples how late a short sleep wakes up. A loop with more work than it can do
     wakes late; the newest samples weigh most, so the figure recovers as load drops."""
+
+    task_name = "jobql-loop-lag"
 
     def __init__(self, interval: float = 0.05, weight: float = 0.3) -> None:
         self.interval = interval
         self.weight = weight
         self.seconds = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="jobql-loop-lag")
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def observe(self, late: float) -> None:
         self.seconds += self.weight * (max(0.0, late) - self.seconds)

@@ -10,26 +10,24 @@ Each caller holds at most one write in flight per job, so a job's events stay in
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections.abc import Sequence
 
 from jobql.events.types import StoredEvent
 from jobql.repositories.store import EventWrite, JobStore
-
-log = logging.getLogger(__name__)
+from jobql.worker.background import BackgroundLoop
 
 # Rows per transaction at most; SQLite caps the parameters of one statement.
 MAX_BATCH = 500
 
 
-class EventWriter:
+class EventWriter(BackgroundLoop):
+    task_name = "jobql-event-writer"
+
     def __init__(self, store: JobStore, *, max_batch: int = MAX_BATCH) -> None:
         self.store = store
         self.max_batch = max_batch
         self._pending: list[tuple[EventWrite, asyncio.Future[list[StoredEvent] | None]]] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.batches = 0  # written so far, for tests and metrics
 
     @property
@@ -37,16 +35,8 @@ class EventWriter:
         """Writes waiting for the next batch."""
         return len(self._pending)
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="jobql-event-writer")
-
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().aclose()
         for _, future in self._pending:
             if not future.done():
                 future.set_exception(RuntimeError("event writer closed"))
@@ -55,7 +45,7 @@ class EventWriter:
     async def write(self, write: EventWrite) -> list[StoredEvent] | None:
         """The events as stored (committed), or None when the job is no longer the
         writer's (lease lost, or a cancel won the race)."""
-        if self._task is None:
+        if not self.running:
             raise RuntimeError("event writer not started")
         future: asyncio.Future[list[StoredEvent] | None] = (
             asyncio.get_running_loop().create_future()
