@@ -303,7 +303,7 @@ class JobqlProcess:
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=TESTS.parent,
+            cwd=directory,  # no stray .env file is read
         )
 
     @property
