@@ -8,16 +8,24 @@ broadcaster 0.3.1's Redis backend has two gaps:
   its listener task dies with the error, while broadcaster's own listener keeps waiting on
   the backend's queue: the bus looks up, and every later message is dropped.
 
-SupervisedRedisBackend subscribes first and keeps checking whether there is something to
-listen to; when the connection drops it reconnects with backoff, subscribes again to every
-channel it had (and to any asked for meanwhile), then calls ``on_gap``: messages published
-in between are gone, so subscribers must resync from the database.
+SupervisedRedisBackend listens on a pub/sub connection of its own (redis-py's retries are
+off there, so every drop reaches us instead of being papered over by a silent reconnect).
+When the connection drops, or a subscribe fails, it reconnects with capped backoff for as
+long as Redis stays away, subscribes again to every channel it should have (redis-py
+records a channel only once SUBSCRIBE succeeded, so the set of channels is ours), then
+calls ``on_gap``: messages published in between are gone, so subscribers must resync from
+the database. It publishes through a second client with short timeouts and one retry on a
+connection error, so a publish during an outage fails at once and the first one after it
+does not fail on a pooled connection the restart closed.
 
 Its Postgres backend runs LISTEN, UNLISTEN and NOTIFY on one asyncpg connection, which
 allows one operation at a time: concurrent publishes fail ("another operation is in
 progress") and concurrent subscribes corrupt its state; and a lost connection is never
 noticed. SupervisedPostgresBackend listens on a connection of its own (its LISTENs one at a
 time), publishes through a small pool, and reconnects the listener like the Redis one.
+
+Both answer ``ping()``, an active check of the server for readiness, and keep
+``listening`` False from a lost listening connection until it is back.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from collections.abc import Callable
 import asyncpg
 from broadcaster import Broadcast, Event
 from broadcaster._backends.base import BroadcastBackend
-from broadcaster._backends.redis import RedisBackend
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -38,70 +48,141 @@ log = logging.getLogger(__name__)
 
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 RECONNECT_FIRST_DELAY = 0.05
-RECONNECT_MAX_DELAY = 5.0
+# Capped low: a refused connection costs nothing, and readiness (and the live path) should
+# come back within about a second of the server.
+RECONNECT_MAX_DELAY = 1.0
+# A server that does not answer (a host that went away rather than a refused port) must not
+# hold a publish, a subscribe or a readiness probe for long.
+CONNECT_TIMEOUT = 1.0
+COMMAND_TIMEOUT = 2.0
+PING_TIMEOUT = 1.0
 
 
-class SupervisedRedisBackend(RedisBackend):
+def next_delay(delay: float) -> float:
+    """Capped exponential backoff between reconnect attempts."""
+    return min(delay * 2, RECONNECT_MAX_DELAY)
+
+
+def _redis_client(url: str, *, retries: int) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), retries),
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+    )
+
+
+class SupervisedRedisBackend(BroadcastBackend):
     def __init__(self, url: str, on_gap: Callable[[], None] | None = None) -> None:
-        super().__init__(url)
+        # Publishes retry once at once: the first one after a restart meets a pooled
+        # connection the server closed; a second failure means Redis is down.
+        self._conn = _redis_client(url, retries=1)
+        # The listening connection never retries by itself (see the module docstring).
+        self._subscriber = _redis_client(url, retries=0)
+        self._pubsub = self._subscriber.pubsub()
         self.on_gap = on_gap
         self.listening = True  # False from a dropped connection until it is back
-        self._channels: set[str] = set()  # what we should be subscribed to
-        self._broken = asyncio.Event()  # a subscribe failed: reconnect without a read
-        self._switching = asyncio.Lock()  # (un)subscribing vs replacing the connection
         self.reconnects = 0
+        self._channels: set[str] = set()  # what we should be subscribed to
+        self._broken = False  # the pub/sub connection must be replaced
+        self._changed = asyncio.Event()  # a subscribe happened or failed: look again
+        self._switching = asyncio.Lock()  # (un)subscribing vs replacing the connection
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self._conn.ping()  # a wrong URL or a missing server fails the start
+        self._listener = asyncio.create_task(self._pubsub_listener(), name="jobql-bus-redis")
+
+    async def disconnect(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._subscriber.aclose()
+        await self._conn.aclose()
 
     async def subscribe(self, channel: str) -> None:
         async with self._switching:
             self._channels.add(channel)
-            try:
-                await self._pubsub.subscribe(channel)
-            except CONNECTION_ERRORS:
-                # The listener reconnects, subscribes to it then and calls on_gap.
-                log.warning("event bus could not subscribe; will on reconnect", exc_info=True)
-                self.listening = False
-                self._broken.set()
-        self._ready.set()
+            if not self._broken:
+                try:
+                    await self._pubsub.subscribe(channel)
+                except CONNECTION_ERRORS:
+                    # The listener reconnects, subscribes to it then and calls on_gap.
+                    log.warning("event bus could not subscribe; will on reconnect", exc_info=True)
+                    self._lose()
+        self._changed.set()
 
     async def unsubscribe(self, channel: str) -> None:
         async with self._switching:
             self._channels.discard(channel)
-            with contextlib.suppress(*CONNECTION_ERRORS):  # a dropped connection forgets it
-                await self._pubsub.unsubscribe(channel)
+            if not self._broken:
+                with contextlib.suppress(*CONNECTION_ERRORS):  # a dropped connection forgets it
+                    await self._pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, message: object) -> None:
+        await self._conn.publish(channel, str(message))
+
+    async def next_published(self) -> Event:
+        return await self._queue.get()
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now (on the publishing connections)."""
+        try:
+            async with asyncio.timeout(PING_TIMEOUT):
+                await self._conn.ping()
+        except (*CONNECTION_ERRORS, TimeoutError):
+            return False
+        return True
+
+    def _lose(self) -> None:
+        self._broken = True
+        self.listening = False
+        self._changed.set()
 
     async def _pubsub_listener(self) -> None:
         delay = RECONNECT_FIRST_DELAY
         while True:
+            if self._broken:
+                try:
+                    await self._reconnect()
+                except Exception as exc:
+                    log.debug("event bus cannot reach Redis yet: %r", exc)
+                    await asyncio.sleep(delay)
+                    delay = next_delay(delay)
+                    continue
+                delay = RECONNECT_FIRST_DELAY
+                self.listening = True
+                self.reconnects += 1
+                log.info("event bus reconnected to Redis pub/sub")
+                if self.on_gap is not None:
+                    self.on_gap()
             try:
                 await self._listen()
             except CONNECTION_ERRORS:
-                self.listening = False
                 log.warning(
-                    "event bus lost its Redis pub/sub connection; reconnecting in %.2f s",
-                    delay,
-                    exc_info=True,
+                    "event bus lost its Redis pub/sub connection; reconnecting", exc_info=True
                 )
-            await asyncio.sleep(delay)
-            try:
-                await self._reconnect()
-            except CONNECTION_ERRORS:
-                delay = min(delay * 2, RECONNECT_MAX_DELAY)
-                continue
-            delay = RECONNECT_FIRST_DELAY
-            self.listening = True
-            self.reconnects += 1
-            log.info("event bus reconnected to Redis pub/sub")
-            if self.on_gap is not None:
-                self.on_gap()
+                self._lose()
+            except Exception:
+                # Not a known connection error, but this task must never die: broadcaster
+                # would wait on our queue forever. A new connection is the safe answer.
+                log.exception("event bus Redis listener failed; reconnecting")
+                self._lose()
+                await asyncio.sleep(RECONNECT_MAX_DELAY)
 
     async def _listen(self) -> None:
         """Pass messages on until the connection fails (or a subscribe did)."""
-        while not self._broken.is_set():
+        while not self._broken:
             if not self._pubsub.subscribed:
-                self._ready.clear()
+                # Nothing to read yet (redis-py reads only once a SUBSCRIBE succeeded).
+                self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
-                        await self._ready.wait()
+                        await self._changed.wait()
                 continue
             message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None and message["type"] == "message":
@@ -110,14 +191,17 @@ class SupervisedRedisBackend(RedisBackend):
                 )
 
     async def _reconnect(self) -> None:
-        """A fresh pub/sub connection subscribed to every channel we should have."""
+        """A fresh pub/sub connection subscribed to every channel we should have; raises
+        (and stays broken) while Redis cannot be reached."""
         async with self._switching:
-            self._broken.clear()
+            old, self._pubsub = self._pubsub, self._subscriber.pubsub()
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-            self._pubsub = self._conn.pubsub()
+                await old.aclose()  # type: ignore[no-untyped-call]
             if self._channels:
                 await self._pubsub.subscribe(*sorted(self._channels))
+            else:
+                await self._subscriber.ping()
+            self._broken = False
 
 
 PG_CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -139,7 +223,13 @@ class SupervisedPostgresBackend(BroadcastBackend):
         self._closing = False
 
     async def connect(self) -> None:
-        self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=PG_PUBLISH_POOL_SIZE)
+        self._pool = await asyncpg.create_pool(
+            self._url,
+            min_size=1,
+            max_size=PG_PUBLISH_POOL_SIZE,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+        )
         async with self._lock:
             await self._listen()
 
@@ -147,11 +237,16 @@ class SupervisedPostgresBackend(BroadcastBackend):
         self._closing = True
         if self._reconnecting is not None:
             self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconnecting
         if self._listener is not None:
             with contextlib.suppress(Exception):
-                await self._listener.close()
+                await self._listener.close(timeout=COMMAND_TIMEOUT)
         if self._pool is not None:
-            await self._pool.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    await self._pool.close()
+            self._pool.terminate()
 
     async def subscribe(self, channel: str) -> None:
         async with self._lock:
@@ -171,23 +266,40 @@ class SupervisedPostgresBackend(BroadcastBackend):
 
     async def publish(self, channel: str, message: str) -> None:
         assert self._pool is not None, "connect() first"
-        await self._pool.execute("SELECT pg_notify($1, $2)", channel, message)
+        try:
+            await self._pool.execute("SELECT pg_notify($1, $2)", channel, message)
+        except PG_CONNECTION_ERRORS:
+            # A pooled connection the server dropped (a restart): the pool replaces it,
+            # and a second failure means the server is down. A duplicate notification is
+            # harmless: receivers skip what they have seen.
+            await self._pool.execute("SELECT pg_notify($1, $2)", channel, message)
 
     async def next_published(self) -> Event:
         return await self._queue.get()
+
+    async def ping(self) -> bool:
+        """Whether PostgreSQL answers now (on the publishing pool)."""
+        if self._pool is None:
+            return False
+        try:
+            async with asyncio.timeout(PING_TIMEOUT):
+                await self._pool.fetchval("SELECT 1")
+        except (*PG_CONNECTION_ERRORS, TimeoutError):
+            return False
+        return True
 
     def _deliver(self, _connection: object, _pid: int, channel: str, payload: object) -> None:
         self._queue.put_nowait(Event(channel=channel, message=str(payload)))
 
     async def _listen(self) -> None:
         """A new listening connection, listening to every channel we should (lock held)."""
-        connection = await asyncpg.connect(self._url)
+        connection = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
         try:
             for channel in sorted(self._channels):
                 await connection.add_listener(channel, self._deliver)
         except BaseException:
             with contextlib.suppress(Exception):
-                await connection.close()
+                connection.terminate()
             raise
         connection.add_termination_listener(self._lost)
         self._listener = connection
@@ -198,17 +310,23 @@ class SupervisedPostgresBackend(BroadcastBackend):
             return
         self.listening = False
         log.warning("event bus lost its PostgreSQL LISTEN connection; reconnecting")
-        self._reconnecting = asyncio.create_task(self._reconnect())
+        self._reconnecting = asyncio.create_task(
+            self._reconnect(), name="jobql-bus-postgres-reconnect"
+        )
 
     async def _reconnect(self) -> None:
+        """Reconnect for as long as it takes (only disconnect() stops it)."""
+        if self._listener is not None:
+            self._listener.terminate()
         delay = RECONNECT_FIRST_DELAY
         while True:
             await asyncio.sleep(delay)
             try:
                 async with self._lock:
                     await self._listen()
-            except PG_CONNECTION_ERRORS:
-                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+            except Exception as exc:
+                log.debug("event bus cannot reach PostgreSQL yet: %r", exc)
+                delay = next_delay(delay)
                 continue
             self.reconnects += 1
             log.info("event bus reconnected its PostgreSQL LISTEN connection")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,6 +40,19 @@ class EventBus(Protocol):
 
     @property
     def healthy(self) -> bool: ...
+
+    async def ready(self) -> bool:
+        """An active check of the bus (for readiness): can it publish and listen now?"""
+        ...
+
+
+# A publish waits at most this long: a lost publish only delays subscribers, a stuck one
+# would hold a submit or a job's event writer.
+PUBLISH_TIMEOUT = 2.0
+# How long a readiness answer is reused (probes stay cheap); a failed one is checked again
+# sooner, so readiness comes back quickly after the server does.
+READY_CACHE_SECONDS = 1.0
+NOT_READY_CACHE_SECONDS = 0.2
 
 
 # Put in a buffer to wake its receiver after a gap: receive() answers None for it.
@@ -106,6 +120,8 @@ class BroadcastBus:
         self._channels: dict[str, _Channel] = {}
         self._lock = asyncio.Lock()
         self.publish_failures = 0
+        self._publish_failing = False
+        self._ready: tuple[float, bool] | None = None  # (checked at, answer)
 
     async def connect(self) -> None:
         await self._broadcast.connect()
@@ -132,12 +148,31 @@ class BroadcastBus:
     @property
     def healthy(self) -> bool:
         # broadcaster's listener task dies silently when the backend connection drops;
-        # the Redis backend says whether its own connection is up (it reconnects).
+        # our backends say whether their listening connection is up (they reconnect).
+        # Passive: see ready() for a check that the server answers.
         listener = self._listener()
         backend_listening = getattr(self._broadcast._backend, "listening", True)
         return (
             self._connected and listener is not None and not listener.done() and backend_listening
         )
+
+    async def ready(self) -> bool:
+        """The listener is up and the server answers a ping (Redis PING, PostgreSQL
+        ``SELECT 1``), also in a process that subscribes to nothing. The ping's answer is
+        reused briefly, so probes stay cheap."""
+        if not self.healthy:
+            return False
+        ping = getattr(self._broadcast._backend, "ping", None)
+        if ping is None:  # memory://: nothing to reach
+            return True
+        now = time.monotonic()
+        if self._ready is not None:
+            checked_at, answer = self._ready
+            if now - checked_at < (READY_CACHE_SECONDS if answer else NOT_READY_CACHE_SECONDS):
+                return answer
+        answer = bool(await ping())
+        self._ready = (time.monotonic(), answer)
+        return answer
 
     def _mark_all_lost(self) -> None:
         """The backend reconnected: whatever was published meanwhile is gone."""
@@ -147,11 +182,18 @@ class BroadcastBus:
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         try:
-            await self._broadcast.publish(channel, json.dumps(message, separators=(",", ":")))
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self._broadcast.publish(channel, json.dumps(message, separators=(",", ":")))
         except Exception:
             # A lost publish only delays subscribers: they resync from the database.
             self.publish_failures += 1
-            log.warning("event bus publish failed", extra={"channel": channel}, exc_info=True)
+            if not self._publish_failing:  # once per outage, not once per event
+                self._publish_failing = True
+                log.warning("event bus publish failed", extra={"channel": channel}, exc_info=True)
+        else:
+            if self._publish_failing:
+                self._publish_failing = False
+                log.info("event bus publishes again")
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:

@@ -9,6 +9,7 @@ directory); each test copies it and starts its own ``postgres`` on a free port. 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -46,6 +47,20 @@ def wait_for(condition: object, what: str, timeout: float = STARTUP_SECONDS) -> 
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], what: str, timeout: float = STARTUP_SECONDS
+) -> float:
+    """Await a condition that only polling can see (another process, a server), within
+    ``timeout``; how long it took."""
+    start = time.monotonic()
+    while True:
+        if await condition():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 def _port_open(port: int) -> bool:

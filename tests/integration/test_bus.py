@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -14,6 +16,7 @@ import redis.asyncio as aioredis
 from jobql.events.backends import SupervisedPostgresBackend
 from jobql.events.bus import BoundedSubscription, BroadcastBus
 from tests.backends import Databases, bus_url
+from tests.faults.servers import RedisServer, wait_until
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])
@@ -156,3 +159,101 @@ async def test_postgres_listen_connection_dropped_reconnects_and_asks_for_a_resy
     finally:
         await admin.close()
         await bus.disconnect()
+
+
+async def test_redis_down_for_a_while_the_bus_reconnects_and_asks_for_a_resync(
+    tmp_path: Path,
+) -> None:
+    """Redis itself goes away (not only the connection): reconnect attempts fail for as long
+    as it is down, then the bus subscribes again, tells subscribers to resync and delivers
+    the next messages; publishing meanwhile fails fast, and the first publish after works."""
+    server = RedisServer(tmp_path)
+    server.start()
+    bus = BroadcastBus(server.url)
+    await bus.connect()
+    try:
+        async with bus.subscribe("jobql.test.down") as subscription:
+            await bus.publish("jobql.test.down", {"seq": 1})
+            assert await subscription.receive(5) == {"seq": 1}
+
+            server.stop()
+
+            async def down() -> bool:
+                return not bus.healthy
+
+            await wait_until(down, "the bus to see the outage", 5)
+            started = time.monotonic()
+            await bus.publish("jobql.test.down", {"seq": 2})  # lost, quickly, and swallowed
+            assert time.monotonic() - started < 1.0
+            assert bus.publish_failures == 1
+            # The outage lasts long enough for several reconnect attempts to fail.
+            await asyncio.sleep(1.5)
+            assert not bus.healthy
+
+            await asyncio.to_thread(server.start)
+            async with asyncio.timeout(5):
+                assert await subscription.receive(None) is None  # woken by the gap
+            assert subscription.take_lost()
+            assert bus.healthy
+            await bus.publish("jobql.test.down", {"seq": 3})  # the first one after: no failure
+            assert await subscription.receive(5) == {"seq": 3}
+            assert bus.publish_failures == 1
+    finally:
+        await bus.disconnect()
+        server.stop()
+
+
+async def test_redis_down_readiness_is_false_until_it_is_back(tmp_path: Path) -> None:
+    """Readiness pings Redis: a process with no subscription reports the outage too, and
+    both are ready again within 2 s of Redis returning."""
+    server = RedisServer(tmp_path)
+    server.start()
+    subscribed = BroadcastBus(server.url)
+    idle = BroadcastBus(server.url)
+    await subscribed.connect()
+    await idle.connect()
+    try:
+        async with subscribed.subscribe("jobql.test.ready"):
+            assert await subscribed.ready()
+            assert await idle.ready()
+            server.stop()
+
+            async def not_ready() -> bool:
+                return not await subscribed.ready() and not await idle.ready()
+
+            await wait_until(not_ready, "both buses to report the outage", 5)
+            await asyncio.sleep(1.0)  # the outage goes on
+            assert not await idle.ready()
+
+            await asyncio.to_thread(server.start)
+
+            async def ready() -> bool:
+                return await subscribed.ready() and await idle.ready()
+
+            await wait_until(ready, "both buses to be ready again", 2)
+    finally:
+        await subscribed.disconnect()
+        await idle.disconnect()
+        server.stop()
+
+
+async def test_redis_subscribe_while_down_listens_once_it_is_back(tmp_path: Path) -> None:
+    """A stream opened during the outage (its subscribe fails) gets its messages after."""
+    server = RedisServer(tmp_path)
+    server.start()
+    bus = BroadcastBus(server.url)
+    await bus.connect()
+    try:
+        server.stop()
+        async with bus.subscribe("jobql.test.later") as subscription:
+            assert not bus.healthy
+            await asyncio.to_thread(server.start)
+            async with asyncio.timeout(5):
+                assert await subscription.receive(None) is None
+            assert subscription.take_lost()
+            await bus.publish("jobql.test.later", {"seq": 1})
+            assert await subscription.receive(5) == {"seq": 1}
+            assert await bus.ready()
+    finally:
+        await bus.disconnect()
+        server.stop()

@@ -77,6 +77,9 @@ class FakeBus:
     def healthy(self) -> bool:
         return True
 
+    async def ready(self) -> bool:
+        return True
+
     def subscribed(self, channel: str = CHANNEL) -> bool:
         return bool(self.subscribers[channel])
 
