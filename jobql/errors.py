@@ -17,6 +17,8 @@ class ErrorCode(StrEnum):
     COST_LIMIT_EXCEEDED = "COST_LIMIT_EXCEEDED"
     CONCURRENCY_LIMIT_EXCEEDED = "CONCURRENCY_LIMIT_EXCEEDED"
     PROMPT_INJECTION_DETECTED = "PROMPT_INJECTION_DETECTED"
+    # A database, event bus or rate-limit store could not be reached: an outage, not a bug.
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     # Failures of a job, recorded on the job and in its JobFailed event.
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
     PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
@@ -33,6 +35,7 @@ RETRYABLE: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.RATE_LIMITED,
         ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
+        ErrorCode.SERVICE_UNAVAILABLE,
         ErrorCode.PROVIDER_UNAVAILABLE,
         ErrorCode.PROVIDER_TIMEOUT,
         ErrorCode.PROVIDER_RATE_LIMITED,
@@ -117,6 +120,23 @@ class PromptInjectionDetected:
     message: str = "The input looks like a prompt-injection attempt."
     code: ErrorCode = ErrorCode.PROMPT_INJECTION_DETECTED
 
+
+@dataclass(frozen=True)
+class ServiceUnavailable:
+    """A server the request needed (the database, the event bus, the rate-limit store) could
+    not be reached: retry after ``retry_after_seconds``. On a stream, ``last_seq`` is the
+    seq of the last event it delivered: resubscribe with ``after`` set to it."""
+
+    retry_after_seconds: int
+    last_seq: int | None = None
+    message: str = "The service is briefly unavailable; retry after retryAfterSeconds."
+    code: ErrorCode = ErrorCode.SERVICE_UNAVAILABLE
+
+
+STREAM_CUT_MESSAGE = (
+    "The stream was cut by a brief outage; after retryAfterSeconds, subscribe again with "
+    "jobEvents(after: lastSeq) to get every event after the last one you received."
+)
 
 LimitExceeded = RateLimited | CostLimitExceeded | ConcurrencyLimitExceeded
 

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     tier_limits: dict[str, TierLimits] = Field(default_factory=lambda: dict(DEFAULT_TIER_LIMITS))
     # Rate-limit counters live in memory (one process) or in Redis (shared by all processes).
     redis_url: str | None = None
+    # When that Redis cannot be reached: "open" lets submits through (a warning is logged and
+    # jobql_rate_limiter_unavailable_total counts them; cost and concurrency limits still
+    # hold, from the database), "closed" refuses them with ServiceUnavailable.
+    rate_limit_on_redis_error: Literal["open", "closed"] = "open"
     # How long an idempotency key is remembered.
     idempotency_window_seconds: int = Field(default=24 * 3600, ge=1)
 

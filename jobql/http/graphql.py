@@ -14,16 +14,23 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET, UnsetType
 
 from jobql.http.request_id import request_id_of
+from jobql.outages import ServiceUnavailableError
 from jobql.resolvers.context import Context, Services
 
 # Legacy graphql-ws answers a rejected connection_init with close code 1011; both
 # protocols close with 4403 here, so clients see one code for "bad key".
 _REJECTED = "jobql_rejected"
+# When the key could not be checked (the database is down), the close code is 1013 "Try
+# Again Later" instead: graphql-ws clients retry it, where 4403 tells them to give up.
+_UNAVAILABLE = "jobql_unavailable"
+TRY_AGAIN_LATER = 1013
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
     async def close(self, code: int, reason: str) -> None:
-        if code == 1011 and getattr(self.ws.state, _REJECTED, False):
+        if code in (1011, 4403) and getattr(self.ws.state, _UNAVAILABLE, False):
+            code, reason = TRY_AGAIN_LATER, "Try Again Later"
+        elif code == 1011 and getattr(self.ws.state, _REJECTED, False):
             code, reason = 4403, "Forbidden"
         await super().close(code, reason)
 
@@ -48,7 +55,17 @@ class GraphQLView(GraphQL[Context, None]):
         return Context(self.services, request, response, request_id_of(request.scope))
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        if await context.authenticate() is None:
+        try:
+            caller = await context.authenticate()
+        except ServiceUnavailableError as exc:
+            setattr(context.request.state, _UNAVAILABLE, True)
+            raise ConnectionRejectionError(
+                {
+                    "message": "Service unavailable; connect again shortly.",
+                    "retryAfterSeconds": exc.retry_after_seconds,
+                }
+            ) from None
+        if caller is None:
             setattr(context.request.state, _REJECTED, True)
             raise ConnectionRejectionError({"message": "Missing or invalid API key."})
         return cast(UnsetType, UNSET)

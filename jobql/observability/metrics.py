@@ -14,6 +14,8 @@ Series exported (names as they appear in the exposition):
 | `jobql_active_subscriptions` | gauge | |
 | `jobql_provider_errors_total` | counter | `provider`, `code` |
 | `jobql_queue_depth` | gauge | `status` |
+| `jobql_service_unavailable_total` | counter | `operation` |
+| `jobql_rate_limiter_unavailable_total` | counter | `action` |
 
 (Counters also get a `..._created` series holding their creation time; that is
 prometheus-client's default and harmless.)
@@ -24,6 +26,8 @@ Label cardinality is bounded, and enforced here rather than trusted:
   `jobql_jobs_finished_total`, any status on `jobql_queue_depth`.
 * `code` is an `ErrorCode` value.
 * `outcome` is a `SubmitOutcome` value.
+* `operation` is an `UnavailableOperation` value; `action` is `allowed` (the rate limiter's
+  Redis was down and the policy is to fail open) or `refused` (fail closed).
 * `task` and `provider` come from configuration. Pass the configured names as `tasks=` and
   `providers=` so that anything else (for example a task name a client made up) is folded
   into one series; without the allow-lists the names are used as given, so then call these
@@ -96,7 +100,19 @@ class SubmitOutcome(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     LIMIT_EXCEEDED = "limit_exceeded"  # rate, concurrency or cost limit of the caller
     PROMPT_INJECTION = "prompt_injection"  # blocked by the task's injection policy
+    SERVICE_UNAVAILABLE = "service_unavailable"  # an outage (database, bus, rate-limit store)
     ERROR = "error"  # an unexpected failure (masked as INTERNAL)
+
+
+class UnavailableOperation(StrEnum):
+    """What a client was answered ServiceUnavailable for: the `operation` label of
+    `jobql_service_unavailable_total`."""
+
+    SUBMIT = "submit"
+    CANCEL = "cancel"
+    READ = "read"  # job(id)
+    STREAM = "stream"  # jobEvents, at its start or cut mid-stream
+    REQUEST = "request"  # the whole request failed (e.g. the API-key lookup): HTTP 503
 
 
 _STATUSES = frozenset(s.value for s in JobStatus)
@@ -104,6 +120,8 @@ _TERMINAL_STATUSES = frozenset(s.value for s in TERMINAL)
 _ACTIVE_STATUSES = tuple(sorted(s.value for s in ACTIVE))
 _CODES = frozenset(c.value for c in ErrorCode)
 _OUTCOMES = frozenset(o.value for o in SubmitOutcome)
+_OPERATIONS = frozenset(o.value for o in UnavailableOperation)
+_RATE_LIMITER_ACTIONS = frozenset({"allowed", "refused"})
 
 
 def _bounded(value: str, allowed: frozenset[str] | None) -> str:
@@ -166,6 +184,19 @@ class Metrics:
             "jobql_provider_errors",
             "Errors returned by model providers, by provider and error code.",
             ["provider", "code"],
+            registry=self.registry,
+        )
+        self._unavailable = Counter(
+            "jobql_service_unavailable",
+            "Requests answered ServiceUnavailable because a server they needed was down.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self._rate_limiter_unavailable = Counter(
+            "jobql_rate_limiter_unavailable",
+            "Submits the rate limiter could not count because its Redis was down, by what "
+            "the failure policy did with them (allowed: fail open, refused: fail closed).",
+            ["action"],
             registry=self.registry,
         )
         self._queue_depth = Gauge(
@@ -236,6 +267,17 @@ class Metrics:
         self._provider_errors.labels(
             provider=self._provider(provider), code=_bounded(code, _CODES)
         ).inc()
+
+    # -- outages -------------------------------------------------------------------------
+
+    def service_unavailable(self, operation: str) -> None:
+        """A client was answered ServiceUnavailable; `operation` is an `UnavailableOperation`."""
+        self._unavailable.labels(operation=_bounded(operation, _OPERATIONS)).inc()
+
+    def rate_limiter_unavailable(self, action: str) -> None:
+        """The rate limiter's store was down for one submit; `action` is `allowed` or
+        `refused`."""
+        self._rate_limiter_unavailable.labels(action=_bounded(action, _RATE_LIMITER_ACTIONS)).inc()
 
     # -- queue depth ----------------------------------------------------------------------
 

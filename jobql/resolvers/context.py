@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from jobql.observability.metrics import UnavailableOperation
 from jobql.services.auth import Caller, parse_bearer
 from jobql.services.container import Services
 from jobql.services.ratelimit import RateState
@@ -64,6 +65,17 @@ class Context:
         headers["RateLimit"] = f'"submit";r={rate.remaining};t={rate.reset_seconds}'
         if not rate.allowed:
             headers["Retry-After"] = str(rate.reset_seconds)
+
+    def service_unavailable(self, retry_after_seconds: int, *, whole_request: bool) -> None:
+        """An outage got in the way: Retry-After on the HTTP response and, when the whole
+        request failed (no data at all), status 503."""
+        if whole_request:
+            self.services.jobs.metrics.service_unavailable(UnavailableOperation.REQUEST)
+        if not isinstance(self.response, Response):
+            return
+        self.response.headers["Retry-After"] = str(retry_after_seconds)
+        if whole_request:
+            self.response.status_code = 503
 
     async def caller(self) -> Caller:
         caller = await self.authenticate()

@@ -9,13 +9,30 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import ExecutionContext
 
+from jobql.outages import RETRY_AFTER_SECONDS, ServiceUnavailableError, is_outage
+from jobql.services.unavailable import ThrottledWarning
+
 log = logging.getLogger("jobql.graphql")
+_warn_unavailable = ThrottledWarning(
+    log, "a request failed on an outage; answered SERVICE_UNAVAILABLE"
+)
 
 
 def is_client_error(error: GraphQLError) -> bool:
     """Raised on purpose (authentication, bad arguments) or by validation: the client's
     mistake, answered in the response. Anything else is an exception nobody expected."""
     return error.original_error is None or isinstance(error.original_error, GraphQLError)
+
+
+def retry_after_of(error: GraphQLError) -> int | None:
+    """When an outage raised ``error`` (a server could not be reached, not a bug): the
+    seconds after which the client should retry; else None."""
+    original = error.original_error
+    if isinstance(original, ServiceUnavailableError):
+        return original.retry_after_seconds
+    if original is not None and not isinstance(original, GraphQLError) and is_outage(original):
+        return RETRY_AFTER_SECONDS
+    return None
 
 
 class Schema(strawberry.Schema):
@@ -32,6 +49,9 @@ class Schema(strawberry.Schema):
             if is_client_error(error):
                 code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
                 log.debug("GraphQL client error", extra={"code": code, "path": path or None})
+            elif retry_after_of(error) is not None:
+                assert error.original_error is not None
+                _warn_unavailable(error.original_error)
             else:
                 log.error(
                     "unexpected error resolving %s",

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
-from jobql.schema.base import is_client_error
+from jobql.schema.base import is_client_error, retry_after_of
+
+SERVICE_UNAVAILABLE_MESSAGE = (
+    "The service is briefly unavailable; retry after extensions.retryAfterSeconds "
+    "(also the Retry-After header)."
+)
 
 
 class ResponseExtensions(SchemaExtension):
@@ -30,7 +36,29 @@ def should_mask(error: GraphQLError) -> bool:
 
 
 class MaskInternalErrors(MaskErrors):
+    """Unexpected exceptions become INTERNAL; an outage (a database or bus that cannot be
+    reached) becomes SERVICE_UNAVAILABLE with Retry-After, and HTTP 503 when the whole
+    request failed. Neither says more than its code: no driver text, SQL or trace."""
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         masked = super().anonymise_error(error)
-        masked.extensions = {"code": "INTERNAL"}
+        if (seconds := retry_after_of(error)) is not None:
+            masked.message = SERVICE_UNAVAILABLE_MESSAGE
+            masked.extensions = {"code": "SERVICE_UNAVAILABLE", "retryAfterSeconds": seconds}
+        else:
+            masked.extensions = {"code": "INTERNAL"}
         return masked
+
+    def on_operation(self) -> Iterator[None]:
+        yield from super().on_operation()
+        result = self.execution_context.result
+        seconds = [
+            (error.extensions or {}).get("retryAfterSeconds", 0)
+            for error in getattr(result, "errors", None) or ()
+            if (error.extensions or {}).get("code") == "SERVICE_UNAVAILABLE"
+        ]
+        context = self.execution_context.context
+        if seconds and hasattr(context, "service_unavailable"):
+            context.service_unavailable(
+                max(seconds), whole_request=getattr(result, "data", None) is None
+            )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobql.models import ApiKey, Principal
+from jobql.outages import ServiceUnavailableError, is_outage
 from jobql.repositories.principals import PrincipalRepository
 from jobql.services.limits import LimitOverrides
 
@@ -83,6 +84,9 @@ class KeyService:
         return caller_of(principal), key
 
     async def authenticate(self, key: str | None) -> Caller | None:
+        """The caller owning ``key``, or None for an unknown or revoked key. Raises
+        ServiceUnavailableError when the database cannot be reached: the key may well be
+        good, so the client must not be told it is not."""
         if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
             return None
         digest = hash_key(key)
@@ -90,8 +94,13 @@ class KeyService:
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with self.sessions() as session:
-            principal = await PrincipalRepository(session).by_key_hash(digest)
+        try:
+            async with self.sessions() as session:
+                principal = await PrincipalRepository(session).by_key_hash(digest)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            raise ServiceUnavailableError("the database") from exc
         caller = caller_of(principal) if principal else None
         if len(self._cache) > 10_000:
             self._cache.clear()

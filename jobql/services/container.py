@@ -29,7 +29,11 @@ class Services:
 @contextlib.asynccontextmanager
 async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
     settings = runtime.settings
-    rate_limiter = RateLimiter(settings.redis_url)
+    rate_limiter = RateLimiter(
+        settings.redis_url,
+        on_redis_error=settings.rate_limit_on_redis_error,
+        metrics=runtime.metrics,
+    )
     try:
         yield Services(
             settings=settings,

@@ -22,6 +22,7 @@ from jobql.errors import (
     NotFound,
     PromptInjectionDetected,
     RateLimited,
+    ServiceUnavailable,
     Violation,
 )
 from jobql.events.bus import EventBus
@@ -31,7 +32,8 @@ from jobql.events.types import TERMINAL_EVENTS, StoredEvent
 from jobql.models import Job, JobStatus
 from jobql.models.base import utcnow
 from jobql.models.jobs import is_job_id
-from jobql.observability.metrics import Metrics, SubmitOutcome
+from jobql.observability.metrics import Metrics, SubmitOutcome, UnavailableOperation
+from jobql.outages import is_outage
 from jobql.providers.base import count_tokens
 from jobql.repositories.store import IdempotencyKeyTaken, JobStore, PageCursor
 from jobql.services.auth import Caller
@@ -50,6 +52,7 @@ from jobql.services.limits import (
     worst_case_cost_micros,
 )
 from jobql.services.ratelimit import RateLimiter, RateState
+from jobql.services.unavailable import ThrottledWarning, unavailable
 from jobql.settings import Settings
 from jobql.states import CancelAction
 from jobql.tasks import TaskRegistry
@@ -115,7 +118,12 @@ def decode_cursor(cursor: str) -> PageCursor:
 
 
 SubmitOutcomeType = (
-    Submitted | InvalidInput | IdempotencyKeyReused | LimitExceeded | PromptInjectionDetected
+    Submitted
+    | InvalidInput
+    | IdempotencyKeyReused
+    | LimitExceeded
+    | PromptInjectionDetected
+    | ServiceUnavailable
 )
 
 
@@ -128,6 +136,8 @@ def _outcome_label(outcome: object) -> SubmitOutcome:
         return SubmitOutcome.IDEMPOTENCY_KEY_REUSED
     if isinstance(outcome, PromptInjectionDetected):
         return SubmitOutcome.PROMPT_INJECTION
+    if isinstance(outcome, ServiceUnavailable):
+        return SubmitOutcome.SERVICE_UNAVAILABLE
     return SubmitOutcome.LIMIT_EXCEEDED
 
 
@@ -163,17 +173,31 @@ class JobService:
         self.detector = detector or HeuristicDetector()
         # The rate-limit state of the current request's submit, for the RateLimit headers.
         self.last_rate: ContextVar[RateState | None] = ContextVar("jobql_rate", default=None)
+        self._warn_unavailable = ThrottledWarning(
+            log, "jobs: the database is unreachable; answering ServiceUnavailable"
+        )
+        self._warn_unpublished = ThrottledWarning(
+            log,
+            "jobs: committed, but the event bus is unreachable; workers and subscribers "
+            "will find it in the database",
+        )
 
     # -- submit --------------------------------------------------------------------------
 
     async def submit(self, caller: Caller, req: SubmitRequest) -> SubmitOutcomeType:
-        """Store the job (or answer why not); with ``wait``, hold for its end."""
+        """Store the job (or answer why not); with ``wait``, hold for its end.
+
+        An outage before the job is committed answers ServiceUnavailable. The commit itself
+        is all or nothing, so a client that retries with the same idempotency key gets the
+        job it may have created (deduplicated) or creates it now: never two."""
         started = time.perf_counter()
         try:
             outcome = await self._submit(caller, req)
-        except Exception:
-            self.metrics.observe_submit(time.perf_counter() - started, SubmitOutcome.ERROR)
-            raise
+        except Exception as exc:
+            if (answer := self._unavailable(exc, UnavailableOperation.SUBMIT)) is None:
+                self.metrics.observe_submit(time.perf_counter() - started, SubmitOutcome.ERROR)
+                raise
+            outcome = answer
         self.metrics.observe_submit(time.perf_counter() - started, _outcome_label(outcome))
         if isinstance(outcome, Submitted) and not outcome.deduplicated:
             self.metrics.job_submitted(outcome.job.task)
@@ -181,9 +205,43 @@ class JobService:
             if req.wait_seconds:
                 task = self.tasks.get(outcome.job.api_version, outcome.job.task)
                 cap = task.max_wait_seconds if task else 0
-                job = await self.wait_for_terminal(outcome.job, min(req.wait_seconds, cap))
+                try:
+                    job = await self.wait_for_terminal(outcome.job, min(req.wait_seconds, cap))
+                except Exception as exc:
+                    # The job is stored: answer it as it was, the client follows it later.
+                    if not is_outage(exc):
+                        raise
+                    self._warn_unavailable(exc)
+                    job = outcome.job
                 return Submitted(job=job, deduplicated=False)
         return outcome
+
+    def _unavailable(
+        self, exc: BaseException, operation: UnavailableOperation
+    ) -> ServiceUnavailable | None:
+        answer = unavailable(exc)
+        if answer is not None:
+            self._warn_unavailable(exc)
+            self.metrics.service_unavailable(operation)
+        return answer
+
+    async def _publish_committed(
+        self, event: StoredEvent | None, *, wake: bool = False, cancel: str | None = None
+    ) -> None:
+        """Tell workers and subscribers about a committed change. The database is the truth:
+        with the bus down they see it on their next poll (or lease renewal, for a cancel),
+        so the client still gets its answer."""
+        try:
+            if event is not None:
+                await self.publisher.publish(event)
+            if wake:
+                await self.publisher.wake_workers()
+            if cancel is not None:
+                await self.publisher.request_cancel(cancel)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._warn_unpublished(exc)
 
     async def _submit(self, caller: Caller, req: SubmitRequest) -> SubmitOutcomeType:
         task = self.tasks.get(req.api_version, req.task)
@@ -285,8 +343,7 @@ class JobService:
             outcome = _dedupe(existing, job_fingerprint)
         if not isinstance(outcome, StoredEvent):
             return outcome
-        await self.publisher.publish(outcome)
-        await self.publisher.wake_workers()
+        await self._publish_committed(outcome, wake=True)
         return Submitted(job=job, deduplicated=False)
 
     async def _admit(
@@ -331,12 +388,14 @@ class JobService:
                 reading.cancel()
                 raise
             rate = await reading
-            self.last_rate.set(rate)
+            if rate is not None:
+                self.last_rate.set(rate)
             if not hit.allowed:
+                window_seconds = hit.item.get_expiry()
                 return RateLimited(
-                    retry_after_seconds=rate.reset_seconds,
-                    limit=rate.limit,
-                    window_seconds=rate.window_seconds,
+                    retry_after_seconds=rate.reset_seconds if rate is not None else window_seconds,
+                    limit=hit.item.amount,
+                    window_seconds=window_seconds,
                 )
             if refused is not None:
                 return refused
@@ -365,8 +424,13 @@ class JobService:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def get(self, caller: Caller, job_id: str) -> Job | NotFound:
-        job = await self.store.get_owned(caller.id, job_id)
+    async def get(self, caller: Caller, job_id: str) -> Job | NotFound | ServiceUnavailable:
+        try:
+            job = await self.store.get_owned(caller.id, job_id)
+        except Exception as exc:
+            if (answer := self._unavailable(exc, UnavailableOperation.READ)) is None:
+                raise
+            return answer
         return job if job is not None else NotFound()
 
     async def list(
@@ -389,16 +453,24 @@ class JobService:
 
     async def cancel(
         self, caller: Caller, job_id: str, reason: str | None
-    ) -> Job | NotFound | JobNotCancellable:
+    ) -> Job | NotFound | JobNotCancellable | ServiceUnavailable:
+        """Commit the cancel (or answer why not), then tell the worker. Retrying after
+        ServiceUnavailable is safe: if the first cancel did commit, the retry finds the job
+        cancelled (JobNotCancellable) or already asked to stop."""
         reason = printable(reason)[:MAX_CANCEL_REASON] if reason else None
-        outcome = await self.store.cancel(caller.id, job_id, reason, utcnow())
+        try:
+            outcome = await self.store.cancel(caller.id, job_id, reason, utcnow())
+        except Exception as exc:
+            if (answer := self._unavailable(exc, UnavailableOperation.CANCEL)) is None:
+                raise
+            return answer
         if outcome is None:
             return NotFound()
         if outcome.action is CancelAction.REFUSE:
             return JobNotCancellable(status=outcome.job.status)
         if outcome.event is not None:
             self.metrics.job_finished(outcome.job.task, JobStatus.CANCELLED.value)
-            await self.publisher.publish(outcome.event)
+            await self._publish_committed(outcome.event)
         elif outcome.action is CancelAction.REQUEST:
-            await self.publisher.request_cancel(outcome.job.id)
+            await self._publish_committed(None, cancel=outcome.job.id)
         return outcome.job

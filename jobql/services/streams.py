@@ -1,18 +1,29 @@
-"""Follow a caller's job: stored events after a cursor, then live ones, then completion."""
+"""Follow a caller's job: stored events after a cursor, then live ones, then completion.
+
+An outage (the log cannot be read, the bus cannot be subscribed) ends the stream with a
+ServiceUnavailable that carries the seq of the last event delivered: the client subscribes
+again with ``after`` set to it and loses nothing.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from jobql.errors import NotFound
+from jobql.errors import STREAM_CUT_MESSAGE, NotFound, ServiceUnavailable
 from jobql.events.bus import EventBus
 from jobql.events.stream import follow_job
-from jobql.events.types import Heartbeat, StreamItem
+from jobql.events.types import Heartbeat, StoredEvent, StreamItem
 from jobql.models.base import utcnow
-from jobql.observability.metrics import Metrics
+from jobql.observability.metrics import Metrics, UnavailableOperation
 from jobql.repositories.store import JobStore
 from jobql.services.auth import Caller
+from jobql.services.unavailable import ThrottledWarning, unavailable
+
+log = logging.getLogger(__name__)
+
+StreamAnswer = StreamItem | ServiceUnavailable
 
 
 class StreamService:
@@ -28,11 +39,20 @@ class StreamService:
         self.bus = bus
         self.heartbeat_seconds = heartbeat_seconds
         self.metrics = metrics or Metrics()
+        self._warn = ThrottledWarning(
+            log, "streams: cut by an outage; subscribers are told to resubscribe"
+        )
 
     async def open(
         self, caller: Caller, job_id: str, after: int | None
-    ) -> AsyncGenerator[StreamItem, None] | NotFound:
-        job = await self.store.get_owned(caller.id, job_id, with_output=False)
+    ) -> AsyncGenerator[StreamAnswer, None] | NotFound | ServiceUnavailable:
+        """The job's stream; a ServiceUnavailable it yields is its last item."""
+        try:
+            job = await self.store.get_owned(caller.id, job_id, with_output=False)
+        except Exception as exc:
+            if (answer := self._unavailable(exc, max(after or 0, 0))) is None:
+                raise
+            return answer
         if job is None:
             return NotFound()
         # A cursor beyond the log (a client's bug) is treated as "everything so far".
@@ -47,16 +67,33 @@ class StreamService:
                 load_after=lambda seq: self.store.events_after(job_id, seq),
                 load_heartbeat=lambda: self._heartbeat(job_id),
                 heartbeat_seconds=self.heartbeat_seconds,
-            )
+            ),
+            cursor,
         )
 
+    def _unavailable(self, exc: BaseException, last_seq: int) -> ServiceUnavailable | None:
+        answer = unavailable(exc, last_seq=last_seq)
+        if answer is None:
+            return None
+        self._warn(exc)
+        self.metrics.service_unavailable(UnavailableOperation.STREAM)
+        return ServiceUnavailable(answer.retry_after_seconds, last_seq, STREAM_CUT_MESSAGE)
+
     async def _tracked(
-        self, stream: AsyncGenerator[StreamItem, None]
-    ) -> AsyncGenerator[StreamItem, None]:
+        self, stream: AsyncGenerator[StreamItem, None], cursor: int
+    ) -> AsyncGenerator[StreamAnswer, None]:
+        last = cursor
         with self.metrics.track_subscription():
             async with aclosing(stream):
-                async for item in stream:
-                    yield item
+                try:
+                    async for item in stream:
+                        if isinstance(item, StoredEvent):
+                            last = item.seq
+                        yield item
+                except Exception as exc:
+                    if (answer := self._unavailable(exc, last)) is None:
+                        raise
+                    yield answer
 
     async def _heartbeat(self, job_id: str) -> Heartbeat:
         job = await self.store.get(job_id, with_output=False)
@@ -75,6 +112,6 @@ class StreamService:
         )
 
 
-async def _empty() -> AsyncGenerator[StreamItem, None]:
+async def _empty() -> AsyncGenerator[StreamAnswer, None]:
     return
     yield  # pragma: no cover

@@ -102,6 +102,7 @@ def test_retryable_set_is_exactly() -> None:
     assert {
         ErrorCode.RATE_LIMITED,
         ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
+        ErrorCode.SERVICE_UNAVAILABLE,
         ErrorCode.PROVIDER_UNAVAILABLE,
         ErrorCode.PROVIDER_TIMEOUT,
         ErrorCode.PROVIDER_RATE_LIMITED,

@@ -51,6 +51,8 @@ def test_every_family_is_exposed_with_its_type() -> None:
         "jobql_active_subscriptions": "gauge",
         "jobql_provider_errors": "counter",
         "jobql_queue_depth": "gauge",
+        "jobql_service_unavailable": "counter",
+        "jobql_rate_limiter_unavailable": "counter",
     }
 
 
@@ -213,3 +215,17 @@ def test_the_global_registry_is_not_touched() -> None:
     Metrics().job_submitted("summarize")
     assert REGISTRY.get_sample_value("jobql_jobs_submitted_total", {"task": "summarize"}) is None
     assert REGISTRY.get_sample_value("jobql_active_subscriptions") is None
+
+
+def test_outage_counters_by_operation_and_rate_limiter_action() -> None:
+    m = Metrics()
+    m.service_unavailable("submit")
+    m.service_unavailable("submit")
+    m.service_unavailable("stream")
+    m.service_unavailable("made-up")
+    m.rate_limiter_unavailable("allowed")
+    assert value(m, "jobql_service_unavailable_total", operation="submit") == 2
+    assert value(m, "jobql_service_unavailable_total", operation="stream") == 1
+    assert value(m, "jobql_service_unavailable_total", operation="other") == 1
+    assert value(m, "jobql_rate_limiter_unavailable_total", action="allowed") == 1
+    assert value(m, "jobql_rate_limiter_unavailable_total", action="refused") is None

@@ -9,12 +9,14 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
-from jobql.errors import InvalidInput, JobNotCancellable, NotFound
+from jobql.errors import InvalidInput, JobNotCancellable, NotFound, ServiceUnavailable
 from jobql.events.types import Heartbeat
 from jobql.models import JobStatus
+from jobql.outages import ServiceUnavailableError
 from jobql.resolvers.context import Context
 from jobql.resolvers.v1 import mapping
 from jobql.schema.v1.enums import V1JobStatus
+from jobql.schema.v1.errors import V1ServiceUnavailable
 from jobql.schema.v1.events import V1JobEventResult
 from jobql.schema.v1.inputs import V1SubmitJobInput
 from jobql.schema.v1.results import (
@@ -47,11 +49,20 @@ API_VERSION = "v1"
 CtxInfo = Info[Context, None]
 
 
+def unavailable(ctx: Context, error: ServiceUnavailable) -> V1ServiceUnavailable:
+    """The answer for an outage as data: Retry-After on the response, which is still a 200
+    (the request itself was answered)."""
+    ctx.service_unavailable(error.retry_after_seconds, whole_request=False)
+    return mapping.service_unavailable(error, ctx.request_id)
+
+
 async def job(info: CtxInfo, id: strawberry.ID) -> V1JobLookup:
     ctx = info.context
     found = await ctx.services.jobs.get(await ctx.caller(), str(id))
     if isinstance(found, NotFound):
         return mapping.not_found(found, ctx.request_id)
+    if isinstance(found, ServiceUnavailable):
+        return unavailable(ctx, found)
     return mapping.job(found)
 
 
@@ -140,6 +151,8 @@ async def submit_job(
     )
     if isinstance(outcome, InvalidInput):
         return mapping.invalid_input(outcome, ctx.request_id)
+    if isinstance(outcome, ServiceUnavailable):
+        return unavailable(ctx, outcome)
     if (rate := ctx.services.jobs.last_rate.get()) is not None:
         ctx.set_rate_limit_headers(rate)
     if isinstance(outcome, IdempotencyKeyReused):
@@ -159,6 +172,8 @@ async def cancel_job(
         return mapping.not_found(outcome, ctx.request_id)
     if isinstance(outcome, JobNotCancellable):
         return mapping.not_cancellable(outcome, ctx.request_id)
+    if isinstance(outcome, ServiceUnavailable):
+        return unavailable(ctx, outcome)
     return V1CancelJobSuccess(job=mapping.job(outcome))
 
 
@@ -166,14 +181,30 @@ async def job_events(
     info: CtxInfo, job_id: strawberry.ID, after: int | None = None
 ) -> AsyncGenerator[V1JobEventResult, None]:
     ctx = info.context
-    stream = await ctx.services.streams.open(await ctx.caller(), str(job_id), after)
+    try:
+        caller = await ctx.caller()
+    except ServiceUnavailableError as exc:
+        # Over HTTP (multipart or SSE subscriptions); WebSockets authenticate on connect.
+        yield mapping.service_unavailable(
+            ServiceUnavailable(exc.retry_after_seconds, last_seq=max(after or 0, 0)),
+            ctx.request_id,
+        )
+        return
+    stream = await ctx.services.streams.open(caller, str(job_id), after)
     if isinstance(stream, NotFound):
         yield mapping.not_found(stream, ctx.request_id)
+        return
+    if isinstance(stream, ServiceUnavailable):
+        yield mapping.service_unavailable(stream, ctx.request_id)
         return
     # aclosing: a client that goes away must release the bus subscription at once.
     async with aclosing(stream):
         async for item in stream:
             if isinstance(item, Heartbeat):
                 yield mapping.heartbeat(item)
+            elif isinstance(item, ServiceUnavailable):
+                # An outage cut the stream: the client resumes with after = item.last_seq.
+                yield mapping.service_unavailable(item, ctx.request_id)
+                return
             else:
                 yield mapping.event(item, ctx.request_id)  # type: ignore[misc]

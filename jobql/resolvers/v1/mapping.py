@@ -17,6 +17,7 @@ from jobql.errors import (
     NotFound,
     PromptInjectionDetected,
     RateLimited,
+    ServiceUnavailable,
     Violation,
     is_retryable,
 )
@@ -80,6 +81,19 @@ def job_error(error: JobError, request_id: str | None) -> e.V1Error:
 def not_found(error: NotFound, request_id: str | None) -> e.V1NotFound:
     return e.V1NotFound(
         code=error.code, message=error.message, retryable=False, request_id=request_id
+    )
+
+
+def service_unavailable(
+    error: ServiceUnavailable, request_id: str | None
+) -> e.V1ServiceUnavailable:
+    return e.V1ServiceUnavailable(
+        code=error.code,
+        message=error.message,
+        retryable=True,
+        request_id=request_id,
+        retry_after_seconds=error.retry_after_seconds,
+        last_seq=error.last_seq,
     )
 
 

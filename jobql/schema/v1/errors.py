@@ -75,6 +75,21 @@ class V1ConcurrencyLimitExceeded(V1Error):
     active: int
 
 
+@strawberry.type(
+    description="A server this request needed (the database, the event bus, the rate "
+    "limiter's store) is briefly unreachable; nothing was wrong with the request. Retry after "
+    "retryAfterSeconds (also in the Retry-After header). Retry a submit with the same "
+    "idempotency key: it creates the job at most once. On jobEvents the stream completes "
+    "after this; subscribe again with after: lastSeq."
+)
+class V1ServiceUnavailable(V1Error):
+    retry_after_seconds: int
+    last_seq: int | None = strawberry.field(
+        description="On jobEvents: the seq of the last event this stream delivered (0 when "
+        "none); resume with jobEvents(after: lastSeq). Null elsewhere."
+    )
+
+
 @strawberry.type(description="Which detection rule fired on which input field.")
 class V1InjectionFinding:
     rule: str

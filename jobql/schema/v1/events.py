@@ -9,7 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from jobql.schema.v1.enums import V1JobStatus
-from jobql.schema.v1.errors import V1Error, V1NotFound
+from jobql.schema.v1.errors import V1Error, V1NotFound, V1ServiceUnavailable
 from jobql.schema.v1.types import V1Model, V1Usage
 
 
@@ -94,9 +94,11 @@ V1JobEventResult = Annotated[
     | V1JobSucceeded
     | V1JobFailed
     | V1JobCancelled
-    | V1NotFound,
+    | V1NotFound
+    | V1ServiceUnavailable,
     strawberry.union(
         "V1JobEventResult",
-        description="A job event, or V1NotFound (then the stream completes).",
+        description="A job event; or V1NotFound, or V1ServiceUnavailable when an outage cut "
+        "the stream (subscribe again with after: lastSeq): then the stream completes.",
     ),
 ]

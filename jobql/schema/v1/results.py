@@ -15,6 +15,7 @@ from jobql.schema.v1.errors import (
     V1NotFound,
     V1PromptInjectionDetected,
     V1RateLimited,
+    V1ServiceUnavailable,
 )
 from jobql.schema.v1.types import V1Job
 
@@ -32,7 +33,7 @@ class V1CancelJobSuccess:
     job: V1Job
 
 
-V1JobLookup = Annotated[V1Job | V1NotFound, strawberry.union("V1JobLookup")]
+V1JobLookup = Annotated[V1Job | V1NotFound | V1ServiceUnavailable, strawberry.union("V1JobLookup")]
 V1SubmitJobResult = Annotated[
     V1SubmitJobSuccess
     | V1InvalidInput
@@ -40,10 +41,11 @@ V1SubmitJobResult = Annotated[
     | V1RateLimited
     | V1CostLimitExceeded
     | V1ConcurrencyLimitExceeded
-    | V1PromptInjectionDetected,
+    | V1PromptInjectionDetected
+    | V1ServiceUnavailable,
     strawberry.union("V1SubmitJobResult"),
 ]
 V1CancelJobResult = Annotated[
-    V1CancelJobSuccess | V1NotFound | V1JobNotCancellable,
+    V1CancelJobSuccess | V1NotFound | V1JobNotCancellable | V1ServiceUnavailable,
     strawberry.union("V1CancelJobResult"),
 ]
