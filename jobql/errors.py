@@ -135,7 +135,7 @@ class ServiceUnavailable:
 
 STREAM_CUT_MESSAGE = (
     "The stream was cut by a brief outage; after retryAfterSeconds, subscribe again with "
-    "jobEvents(after: lastSeq) to get every event after the last one you received."
+    "jobEvents(after: resumeAfter) to get every event after the last one you received."
 )
 
 LimitExceeded = RateLimited | CostLimitExceeded | ConcurrencyLimitExceeded

@@ -46,12 +46,18 @@ mutation Submit($input: V1SubmitJobInput!, $key: String) {
     ... on V1CostLimitExceeded { capUsd spentUsd reservedUsd resetsAt }
     ... on V1ConcurrencyLimitExceeded { limit active }
     ... on V1PromptInjectionDetected { findings { rule path } }
+    ... on V1ServiceUnavailable { retryAfterSeconds }
   }
 }""".replace("JOB_FIELDS", JOB_FIELDS)
 
 JOB = """
 query Job($id: ID!) {
-  job(id: $id) { __typename ... on V1Job { JOB_FIELDS } ... on V1Error { code message } }
+  job(id: $id) {
+    __typename
+    ... on V1Job { JOB_FIELDS }
+    ... on V1Error { code message }
+    ... on V1ServiceUnavailable { retryable retryAfterSeconds }
+  }
 }""".replace("JOB_FIELDS", JOB_FIELDS)
 
 CANCEL = """
@@ -61,6 +67,7 @@ mutation Cancel($id: ID!, $reason: String) {
     ... on V1CancelJobSuccess { job { JOB_FIELDS } }
     ... on V1Error { code message retryable }
     ... on V1JobNotCancellable { status }
+    ... on V1ServiceUnavailable { retryAfterSeconds }
   }
 }""".replace("JOB_FIELDS", JOB_FIELDS)
 
@@ -80,6 +87,7 @@ subscription Events($id: ID!, $after: Int) {
                                  ... on V1ProviderRateLimited { retryAfterSeconds } } }
     ... on V1JobCancelled { reason }
     ... on V1NotFound { code message }
+    ... on V1ServiceUnavailable { code message retryable retryAfterSeconds resumeAfter }
   }
 }"""
 

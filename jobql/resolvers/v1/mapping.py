@@ -93,7 +93,7 @@ def service_unavailable(
         retryable=True,
         request_id=request_id,
         retry_after_seconds=error.retry_after_seconds,
-        last_seq=error.last_seq,
+        resume_after=error.last_seq,
     )
 
 

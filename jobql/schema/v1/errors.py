@@ -80,13 +80,16 @@ class V1ConcurrencyLimitExceeded(V1Error):
     "limiter's store) is briefly unreachable; nothing was wrong with the request. Retry after "
     "retryAfterSeconds (also in the Retry-After header). Retry a submit with the same "
     "idempotency key: it creates the job at most once. On jobEvents the stream completes "
-    "after this; subscribe again with after: lastSeq."
+    "after this; subscribe again with after: resumeAfter."
 )
 class V1ServiceUnavailable(V1Error):
     retry_after_seconds: int
-    last_seq: int | None = strawberry.field(
+    # Not `lastSeq`: V1Job.lastSeq is Int!, and one selection set over V1JobLookup could
+    # not ask for both.
+    resume_after: int | None = strawberry.field(
         description="On jobEvents: the seq of the last event this stream delivered (0 when "
-        "none); resume with jobEvents(after: lastSeq). Null elsewhere."
+        "none); subscribe again with jobEvents(after: resumeAfter) to lose nothing. Null "
+        "elsewhere."
     )
 
 

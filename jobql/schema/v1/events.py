@@ -99,6 +99,6 @@ V1JobEventResult = Annotated[
     strawberry.union(
         "V1JobEventResult",
         description="A job event; or V1NotFound, or V1ServiceUnavailable when an outage cut "
-        "the stream (subscribe again with after: lastSeq): then the stream completes.",
+        "the stream (subscribe again with after: resumeAfter): then the stream completes.",
     ),
 ]
