@@ -23,7 +23,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from jobql.events.types import EventType, StoredEvent
@@ -55,10 +55,11 @@ from jobql.states import (
     rescue_guard,
 )
 
-_INSERT_EVENT = insert(JobEvent.metadata.tables[JobEvent.__tablename__])
+_EVENTS = JobEvent.metadata.tables[JobEvent.__tablename__]
+_INSERT_EVENT = insert(_EVENTS)
 
 # append_events' UPDATE, per dialect: the batch is a JSON array of
-# {id, owner, n, input_tokens, output_tokens, cost_micros, phase}.
+# {id, owner, n, input_tokens, output_tokens, cost_micros, phase, after_seq}.
 # Statements that update many job rows lock them in id order (a CTE that selects them
 # ORDER BY id FOR UPDATE): two such statements running at once, such as a batch of events
 # and a lease renewal, would otherwise lock in different orders and deadlock on PostgreSQL.
@@ -69,7 +70,8 @@ UPDATE jobs SET last_seq = jobs.last_seq + b.n, input_tokens = b.input_tokens,
     output_tokens = b.output_tokens, cost_micros = b.cost_micros,
     phase = coalesce(b.phase, jobs.phase)
 FROM b
-WHERE jobs.id = b.id AND jobs.status = 'RUNNING' AND jobs.lease_owner = b.owner{locked}
+WHERE jobs.id = b.id AND jobs.status = 'RUNNING' AND jobs.lease_owner = b.owner
+    AND (b.after_seq IS NULL OR jobs.last_seq = b.after_seq){locked}
 RETURNING jobs.id, jobs.last_seq
 """
 _APPEND_UPDATE = {
@@ -80,7 +82,8 @@ _APPEND_UPDATE = {
             " json_extract(value, '$.input_tokens') AS input_tokens,"
             " json_extract(value, '$.output_tokens') AS output_tokens,"
             " json_extract(value, '$.cost_micros') AS cost_micros,"
-            " json_extract(value, '$.phase') AS phase FROM json_each(:batch))",
+            " json_extract(value, '$.phase') AS phase,"
+            " json_extract(value, '$.after_seq') AS after_seq FROM json_each(:batch))",
             locked="",
         )
     ),
@@ -88,7 +91,7 @@ _APPEND_UPDATE = {
         _APPEND_SET.format(
             batch="WITH b AS (SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))"
             " AS r(id text, owner text, n int, input_tokens int, output_tokens int,"
-            " cost_micros bigint, phase text)),"
+            " cost_micros bigint, phase text, after_seq int)),"
             " locked AS (SELECT id FROM jobs WHERE id IN (SELECT id FROM b)"
             " ORDER BY id FOR UPDATE)",
             locked=" AND jobs.id IN (SELECT id FROM locked)",
@@ -459,6 +462,7 @@ class SqlJobStore:
                     "output_tokens": w.usage.output_tokens,
                     "cost_micros": w.usage.cost_micros,
                     "phase": w.phase,
+                    "after_seq": w.after_seq,
                 }
                 for w in writes
             ]
@@ -468,11 +472,14 @@ class SqlJobStore:
         async with self.engine.begin() as conn:
             update_sql = _APPEND_UPDATE[conn.dialect.name]
             last = {row[0]: row[1] for row in await conn.execute(update_sql, {"batch": batch})}
+            before = await self._appended_before(
+                conn, [w for w in writes if w.job_id not in last and w.after_seq is not None]
+            )
             results: list[list[StoredEvent] | None] = []
             rows: list[dict[str, Any]] = []
             for write in writes:
                 if write.job_id not in last:
-                    results.append(None)
+                    results.append(before.get(write.job_id))
                     continue
                 first = last[write.job_id] - len(write.events) + 1
                 stored = [
@@ -488,6 +495,46 @@ class SqlJobStore:
     async def finish(self, job_id: str, finish: Finish, guard: Guard) -> StoredEvent | None:
         async with self.sessions() as session, session.begin():
             return await self._finish(session, job_id, finish, guard)
+
+    @staticmethod
+    async def _appended_before(
+        conn: AsyncConnection, writes: Sequence[EventWrite]
+    ) -> dict[str, list[StoredEvent]]:
+        """Of writes whose job moved past their ``after_seq``, those whose events the job
+        holds exactly after it, still under the write's lease (a retry of a write whose
+        commit landed): job id -> the events as stored."""
+        if not writes:
+            return {}
+        held = {
+            row.id: (row.lease_owner, row.last_seq)
+            for row in await conn.execute(
+                select(_C.id, _C.lease_owner, _C.last_seq).where(
+                    _C.id.in_([w.job_id for w in writes]), _C.status == _RUNNING
+                )
+            )
+        }
+        found: dict[str, list[StoredEvent]] = {}
+        for write in writes:
+            assert write.after_seq is not None
+            last = write.after_seq + len(write.events)
+            if held.get(write.job_id) != (write.worker_id, last):
+                continue
+            rows = await conn.execute(
+                select(_EVENTS.c.seq, _EVENTS.c.type, _EVENTS.c.payload, _EVENTS.c.created_at)
+                .where(
+                    _EVENTS.c.job_id == write.job_id,
+                    _EVENTS.c.seq > write.after_seq,
+                    _EVENTS.c.seq <= last,
+                )
+                .order_by(_EVENTS.c.seq)
+            )
+            stored = [
+                StoredEvent(write.job_id, row.seq, EventType(row.type), row.payload, row.created_at)
+                for row in rows
+            ]
+            if [e.type for e in stored] == [e.type for e in write.events]:
+                found[write.job_id] = stored
+        return found
 
     # -- within a transaction ------------------------------------------------------------
 

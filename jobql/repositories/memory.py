@@ -315,6 +315,9 @@ class MemoryJobStore:
             if job is None or not _matches(job, Guard.lease(write.worker_id)):
                 results.append(None)
                 continue
+            if write.after_seq is not None and job.last_seq != write.after_seq:
+                results.append(self._appended_before(job, write))
+                continue
             job.input_tokens = write.usage.input_tokens
             job.output_tokens = write.usage.output_tokens
             job.cost_micros = write.usage.cost_micros
@@ -326,6 +329,16 @@ class MemoryJobStore:
 
     async def finish(self, job_id: str, finish: Finish, guard: Guard) -> StoredEvent | None:
         return self._finish(self._jobs.get(job_id), finish, guard)
+
+    def _appended_before(self, job: Job, write: EventWrite) -> list[StoredEvent] | None:
+        """The write's events if the job holds exactly them after ``after_seq``."""
+        assert write.after_seq is not None
+        if job.last_seq != write.after_seq + len(write.events):
+            return None
+        stored = self._events[job.id][write.after_seq : job.last_seq]
+        if [e.type for e in stored] != [e.type for e in write.events]:
+            return None
+        return [_event(e) for e in stored]
 
     # -- state changes -------------------------------------------------------------------
 

@@ -47,6 +47,10 @@ class EventWrite:
     events: tuple[NewEvent, ...]
     usage: Usage
     phase: str | None = None  # None leaves the job's phase as it is
+    # The job's last seq the events follow. With it the append is idempotent: a write
+    # retried after its commit landed but its answer was lost (a dropped connection) finds
+    # its events stored and answers them instead of appending them again.
+    after_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,11 @@ class JobStore(Protocol):
 
     async def append_events(self, writes: Sequence[EventWrite]) -> list[list[StoredEvent] | None]:
         """Append each write's events after its job's last seq, in one transaction; None for
-        a job no longer held by the write's worker (nothing is written for it)."""
+        a job no longer held by the write's worker (nothing is written for it).
+
+        A write with ``after_seq`` is appended only while the job's last seq is still
+        ``after_seq``; when the job already holds exactly these events after it (the same
+        write, committed before), the stored events are the answer and nothing is added."""
         ...
 
     async def finish(self, job_id: str, finish: Finish, guard: Guard) -> StoredEvent | None:

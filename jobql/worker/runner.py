@@ -6,18 +6,20 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from jsonschema import Draft202012Validator
 
 from jobql.errors import ErrorCode, JobError, Violation
 from jobql.events.publisher import EventPublisher
-from jobql.events.types import EventType
+from jobql.events.types import EventType, StoredEvent
 from jobql.models import Job
 from jobql.models.base import utcnow
 from jobql.observability.logging import bind_job_id
 from jobql.observability.metrics import Metrics
+from jobql.outages import is_outage
 from jobql.providers.base import (
     Progress,
     ProviderError,
@@ -33,9 +35,21 @@ from jobql.states import Usage as JobUsage
 from jobql.tasks import TaskContract
 from jobql.tasks.contracts import MICROS_PER_DOLLAR
 from jobql.worker.pump import Ended, ProviderPump, PumpItem, Raised, Stopped, StopReason
+from jobql.worker.retry import Backoff, OutageLog
 from jobql.worker.writer import EventWriter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LeaseAtRisk(Exception):
+    """The store stayed unreachable until the job's lease was nearly out: the job goes back
+    for another attempt instead of failing."""
+
+
+class LeaseLost(Exception):
+    """The job is no longer this worker's (its lease was taken over): stop, write nothing."""
 
 
 @dataclass
@@ -89,6 +103,9 @@ class JobRunner:
         providers: ProviderRegistry,
         coalesce_seconds: float,
         metrics: Metrics,
+        lease_expires: float,
+        lease_margin: float,
+        outage: OutageLog | None = None,
     ) -> None:
         self.job = job
         self.task = task
@@ -102,10 +119,22 @@ class JobRunner:
         self.progress = Progressed()
         self.pump: ProviderPump | None = None
         self._pending_stop: StopReason | None = None
+        # The lease, on this process's monotonic clock (the worker moves it on at each
+        # renewal); the runner stops retrying an unreachable store ``lease_margin`` before
+        # it runs out, so the job can still be handed back before another worker rescues it.
+        self.lease_expires = lease_expires
+        self.lease_margin = lease_margin
+        self.outage = outage or OutageLog()
+        self._lease_lost = False
+        # The seq of the job's last stored event (the claim wrote its JobStarted): each
+        # write names it, which makes a retried write idempotent.
+        self.last_seq = job.last_seq
 
     # -- signals from the worker ---------------------------------------------------------
 
     def stop(self, reason: StopReason) -> None:
+        if reason is StopReason.LEASE_LOST:
+            self._lease_lost = True
         if self.pump is not None:
             self.pump.stop(reason)
         elif self._pending_stop is None:
@@ -113,13 +142,76 @@ class JobRunner:
 
     # -- the run -------------------------------------------------------------------------
 
+    def lease_renewed(self, until: float) -> None:
+        self.lease_expires = max(self.lease_expires, until)
+
     async def run(self) -> None:
+        """Run the job to its end. Nothing escapes: an outage releases the job for another
+        attempt, a bug fails it as INTERNAL."""
         with bind_job_id(self.job.id):
             try:
                 await self._run()
-            except Exception:
+            except LeaseLost:
+                log.info("lease lost; stopping")
+            except LeaseAtRisk as exc:
+                await self._release(exc)
+            except Exception as exc:
+                if is_outage(exc):
+                    await self._release(exc)
+                    return
                 log.exception("job failed unexpectedly")
-                await self._finish_failed(JobError(ErrorCode.INTERNAL))
+                await self._fail_internal()
+
+    async def _fail_internal(self) -> None:
+        try:
+            await self._finish_failed(JobError(ErrorCode.INTERNAL))
+        except LeaseLost:
+            pass
+        except LeaseAtRisk as exc:
+            await self._release(exc)
+        except Exception:
+            log.exception("could not record the job's failure; its lease will run out")
+
+    async def _release(self, cause: BaseException) -> None:
+        """Give the job back for another attempt, because the store could not be written
+        before the lease was at risk. If it cannot be handed back either, its lease runs
+        out and it is rescued as the next attempt."""
+        log.warning("releasing the job for another attempt: %s", cause)
+        try:
+            handed_back = await self.store.hand_back(self.job.id, self.worker_id)
+        except Exception as exc:
+            log.warning(
+                "could not hand the job back (%s); it is rescued when its lease runs out",
+                type(exc).__name__,
+            )
+            return
+        if handed_back:
+            await self.publisher.wake_workers()
+
+    def _lease_at_risk(self, wait: float) -> bool:
+        return time.monotonic() + wait > self.lease_expires - self.lease_margin
+
+    async def _durably(self, doing: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a store operation, retrying through outages with backoff for as long as
+        the lease allows. The operation must be safe to repeat (its effect may have been
+        committed by an attempt whose answer was lost)."""
+        backoff = Backoff()
+        while True:
+            try:
+                result = await operation()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self.outage.failed(doing, exc)
+                if self._lease_lost:
+                    raise LeaseLost() from exc
+                delay = backoff.delay()
+                if self._lease_at_risk(delay):
+                    raise LeaseAtRisk(f"the store stayed unreachable while {doing}") from exc
+                await asyncio.sleep(delay)
+                continue
+            self.outage.recovered()
+            return result
 
     async def _run(self) -> None:
         job = self.job  # claimed, with its JobStarted{attempt} written by the claim
@@ -200,13 +292,15 @@ class JobRunner:
                 events.append(self._delta("".join(text), tokens))
             if events and not await self._write(events, phase):
                 return Stopped(StopReason.LEASE_LOST)
-            if outcome is not None:
-                return outcome
             if wrote_text:
                 last_flush = time.monotonic()
-                if self._over_budget():
-                    pump.stop(StopReason.BUDGET)
-                    return Stopped(StopReason.BUDGET)
+            # Checked before the end of the stream too: output that arrived in the same
+            # batch as the end counts against the budget like any other.
+            if (outcome is None or isinstance(outcome, Ended)) and self._over_budget():
+                pump.stop(StopReason.BUDGET)
+                return Stopped(StopReason.BUDGET)
+            if outcome is not None:
+                return outcome
 
     def _delta(self, text: str, tokens: int) -> NewEvent:
         if not self.progress.output and self.job.started_at is not None:
@@ -230,14 +324,21 @@ class JobRunner:
 
     async def _write(self, events: list[NewEvent], phase: str | None) -> bool:
         """Append through the process's event writer, then publish what is now durable."""
-        stored = await self.writer.write(
-            EventWrite(self.job.id, self.worker_id, tuple(events), self._usage(), phase)
+        write = EventWrite(
+            self.job.id,
+            self.worker_id,
+            tuple(events),
+            self._usage(),
+            phase,
+            after_seq=self.last_seq,
         )
+        stored = await self._durably("writing events", lambda: self.writer.write(write))
         if stored is None:
             log.info("lease lost; stopping")
             if self.pump is not None:
                 self.pump.stop(StopReason.LEASE_LOST)
             return False
+        self.last_seq = stored[-1].seq
         for event in stored:
             await self.publisher.publish(event)
         return True
@@ -278,7 +379,9 @@ class JobRunner:
 
     async def _finish_stopped(self, reason: StopReason) -> None:
         if reason is StopReason.CANCELLED:
-            cancel_reason = await self.store.cancel_reason(self.job.id)
+            cancel_reason = await self._durably(
+                "reading the cancel reason", lambda: self.store.cancel_reason(self.job.id)
+            )
             await self._terminal(
                 cancel(
                     self.job,
@@ -293,8 +396,21 @@ class JobRunner:
         elif reason is StopReason.BUDGET:
             await self._finish_failed(JobError(ErrorCode.BUDGET_EXCEEDED))
         elif reason is StopReason.SHUTDOWN:
-            await self.store.hand_back(self.job.id, self.worker_id)
+            handed_back = await self._durably(
+                "handing the job back", lambda: self.store.hand_back(self.job.id, self.worker_id)
+            )
+            if handed_back:
+                await self.publisher.wake_workers()  # another worker starts it at once
         # LEASE_LOST: the job is someone else's now; write nothing.
+
+    async def _landed(self, finish: Finish) -> StoredEvent | None:
+        following = await self.store.events_after(self.job.id, self.last_seq, limit=1)
+        if following and (following[0].type, following[0].payload) == (
+            finish.event_type,
+            finish.payload,
+        ):
+            return following[0]
+        return None
 
     async def _finish_failed(self, error: JobError) -> None:
         await self._terminal(
@@ -302,7 +418,18 @@ class JobRunner:
         )
 
     async def _terminal(self, finish: Finish) -> None:
-        event = await self.store.finish(self.job.id, finish, Guard.lease(self.worker_id))
+        attempts = 0
+
+        async def apply() -> StoredEvent | None:
+            nonlocal attempts
+            attempts += 1
+            return await self.store.finish(self.job.id, finish, Guard.lease(self.worker_id))
+
+        event = await self._durably("finishing the job", apply)
+        if event is None and attempts > 1:
+            # An attempt whose answer was lost may have committed: then the job holds this
+            # very terminal event right after the last one this runner wrote.
+            event = await self._durably("reading the job's log", lambda: self._landed(finish))
         if event is None:
             return
         self.metrics.job_finished(self.job.task, finish.status.value)

@@ -20,12 +20,14 @@ from jobql.events.publisher import EventPublisher
 from jobql.models import Job
 from jobql.models.base import utcnow
 from jobql.observability.metrics import Metrics
+from jobql.outages import is_outage
 from jobql.providers.registry import ProviderRegistry
 from jobql.repositories.store import JobStore
 from jobql.settings import Settings
 from jobql.tasks import TaskRegistry
 from jobql.worker.load import LoopLag
 from jobql.worker.pump import StopReason
+from jobql.worker.retry import Backoff, OutageLog
 from jobql.worker.runner import JobRunner
 from jobql.worker.writer import EventWriter
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 600.0
 OVERLOAD_RECHECK_SECONDS = 0.05
+# How long a loop waits at most between two tries while the database or bus is down.
+OUTAGE_RETRY_CAP_SECONDS = 2.0
 
 
 class Worker:
@@ -58,33 +62,49 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = timedelta(seconds=settings.lease_seconds)
+        # A runner stops retrying an unreachable database this long before its lease runs
+        # out, leaving time to hand the job back before another worker rescues it.
+        self.lease_margin = min(settings.lease_renew_seconds, settings.lease_seconds / 4)
         self.runners: dict[str, JobRunner] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._slot_free = asyncio.Event()
+        self._renew_now = asyncio.Event()
+        self._claim_lock = asyncio.Lock()  # held from a claim until its jobs have started
         self._stopping = False
-        self._background: list[asyncio.Task[None]] = []
+        self._claiming: list[asyncio.Task[None]] = []
+        self._keeping: list[asyncio.Task[None]] = []
+        self.database = OutageLog("the database", log)
+        self.bus_outage = OutageLog("the event bus", log)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self.writer.start()
         self.lag.start()
-        self._background = [
+        # Claiming stops first on shutdown; what keeps running jobs going (their leases,
+        # their cancels) stops only after the last of them is finished or handed back.
+        self._claiming = [
             asyncio.create_task(self._listen(WAKEUP), name="jobql-worker-wakeup"),
-            asyncio.create_task(self._listen(CONTROL), name="jobql-worker-control"),
             asyncio.create_task(self._claim_loop(), name="jobql-worker-claim"),
+        ]
+        self._keeping = [
+            asyncio.create_task(self._listen(CONTROL), name="jobql-worker-control"),
             asyncio.create_task(self._lease_loop(), name="jobql-worker-leases"),
         ]
 
     async def stop(self) -> None:
-        """Stop claiming; give running jobs the grace period, then hand them back."""
+        """Stop claiming; give running jobs the grace period (their leases renewed and
+        their cancels heard meanwhile), then hand the rest back."""
         self._stopping = True
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A claim in flight is let finish, so the jobs it takes start and get the grace
+        # too (cancelled, it could commit and leave them to be rescued).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(self.settings.shutdown_grace_seconds, 5.0)):
+                await self._claim_lock.acquire()
+        await self._cancel(self._claiming)
+        if self._claim_lock.locked():
+            self._claim_lock.release()
         if self._running:
             _, pending = await asyncio.wait(
                 self._running, timeout=self.settings.shutdown_grace_seconds
@@ -93,8 +113,18 @@ class Worker:
                 runner.stop(StopReason.SHUTDOWN)
             if pending:
                 await asyncio.wait(pending)
+        await self._cancel(self._keeping)
         await self.writer.aclose()
         await self.lag.aclose()
+
+    @staticmethod
+    async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        tasks.clear()
 
     @property
     def active_jobs(self) -> int:
@@ -103,15 +133,17 @@ class Worker:
     # -- claiming ------------------------------------------------------------------------
 
     async def _listen(self, channel: str) -> None:
+        backoff = Backoff(first=0.2, cap=OUTAGE_RETRY_CAP_SECONDS)
         while True:
             try:
                 async with self.bus.subscribe(channel) as subscription:
+                    self.bus_outage.recovered()
+                    backoff.reset()
                     while True:
                         message = await subscription.receive(None)
                         if message is None:
-                            # After a gap in the bus, a doorbell may have been lost.
-                            if subscription.take_lost() and channel == WAKEUP:
-                                self._wakeup.set()
+                            if subscription.take_lost():
+                                self._resync(channel)
                             continue
                         if channel == WAKEUP:
                             self._wakeup.set()
@@ -119,12 +151,27 @@ class Worker:
                             self.runners[job_id].stop(StopReason.CANCELLED)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("worker lost its %s subscription; retrying", channel, exc_info=True)
-                await asyncio.sleep(1.0)
+            except Exception as exc:
+                if is_outage(exc):
+                    self.bus_outage.failed(f"subscribing to {channel}", exc)
+                else:
+                    log.exception("worker lost its %s subscription; retrying", channel)
+                # Whatever was published meanwhile is lost.
+                self._resync(channel)
+                await asyncio.sleep(backoff.delay())
+
+    def _resync(self, channel: str) -> None:
+        """Messages on ``channel`` may have been lost: look in the database instead. A lost
+        doorbell means queued jobs: claim now. A lost cancel: renew the leases now, which
+        answers the cancel requests of the jobs held here."""
+        if channel == WAKEUP:
+            self._wakeup.set()
+        else:
+            self._renew_now.set()
 
     async def _claim_loop(self) -> None:
         poll = self.settings.worker_poll_seconds
+        failures = Backoff(first=0.1, cap=min(poll, OUTAGE_RETRY_CAP_SECONDS))
         while True:
             # Clear the signals before claiming: a doorbell or a freed slot that arrives
             # while the claim runs must wake the next wait, not be lost until the next poll.
@@ -135,12 +182,22 @@ class Worker:
             if free > 0 and not overloaded:
                 limit = min(free, self.settings.worker_claim_batch)
                 claimed: list[Job] = []
+                claimed_at = time.monotonic()
                 try:
-                    claimed = await self._claim(limit)
-                except Exception:
-                    log.exception("claim failed")
-                for job in claimed:
-                    self._start(job)
+                    async with self._claim_lock:
+                        claimed = await self._claim(limit)
+                        for job in claimed:
+                            self._start(job, claimed_at)
+                except Exception as exc:
+                    if not is_outage(exc):
+                        log.exception("claim failed")
+                    else:
+                        self.database.failed("claiming jobs", exc)
+                    # Try again after a backoff; a doorbell does not hurry it.
+                    await asyncio.sleep(failures.delay())
+                    continue
+                self.database.recovered()
+                failures.reset()
                 if len(claimed) == limit:
                     continue  # a full batch: the queue may hold more
             # Claim again when a slot frees up or a submit rings the doorbell; the poll is
@@ -175,7 +232,7 @@ class Worker:
             for waiter in waiters:
                 waiter.cancel()
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, claimed_at: float) -> None:
         runner = JobRunner(
             job,
             self.tasks.get(job.api_version, job.task),
@@ -186,6 +243,9 @@ class Worker:
             providers=self.providers,
             coalesce_seconds=self.settings.coalesce_ms / 1000,
             metrics=self.metrics,
+            lease_expires=claimed_at + self.settings.lease_seconds,
+            lease_margin=self.lease_margin,
+            outage=self.database,
         )
         if job.cancel_requested_at is not None:
             runner.stop(StopReason.CANCELLED)
@@ -197,6 +257,9 @@ class Worker:
             self._running.discard(t)
             self.runners.pop(job.id, None)
             self._slot_free.set()
+            # JobRunner.run lets nothing escape; should that ever break, say so here.
+            if not t.cancelled() and (error := t.exception()) is not None:
+                log.error("job runner raised", exc_info=error, extra={"job_id": job.id})
 
         task.add_done_callback(done)
 
@@ -204,18 +267,33 @@ class Worker:
 
     async def _lease_loop(self) -> None:
         next_purge = 0.0
+        renew = self.settings.lease_renew_seconds
+        failures = Backoff(first=0.1, cap=min(renew, OUTAGE_RETRY_CAP_SECONDS))
+        wait = renew
         while True:
-            await asyncio.sleep(self.settings.lease_renew_seconds)
+            # At the renewal interval, or at once when a cancel may have been missed; after
+            # a failure, sooner (the leases are running out meanwhile).
+            self._renew_now.clear()
+            await self._wait_for_any((self._renew_now,), wait)
             try:
                 await self.renew_leases()
-                await self.rescue_expired()
-                if (now := time.monotonic()) >= next_purge:
-                    next_purge = now + PURGE_EVERY_SECONDS
-                    await self.purge_idempotency_keys()
+                if not self._stopping:
+                    await self.rescue_expired()
+                    if (now := time.monotonic()) >= next_purge:
+                        next_purge = now + PURGE_EVERY_SECONDS
+                        await self.purge_idempotency_keys()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("lease maintenance failed")
+            except Exception as exc:
+                if not is_outage(exc):
+                    log.exception("lease maintenance failed")
+                else:
+                    self.database.failed("renewing leases", exc)
+                wait = failures.delay()
+                continue
+            self.database.recovered()
+            failures.reset()
+            wait = renew
 
     async def purge_idempotency_keys(self) -> None:
         """Forget idempotency keys older than the window (submit also checks lazily)."""
@@ -224,6 +302,9 @@ class Worker:
 
     async def renew_leases(self) -> None:
         held = list(self.runners)
+        if not held:
+            return
+        asked_at = time.monotonic()  # the new expiry is counted from no earlier than this
         renewed = await self.store.renew_leases(self.worker_id, held, self.lease)
         for job_id in held:
             runner = self.runners.get(job_id)
@@ -231,12 +312,15 @@ class Worker:
                 continue
             if job_id not in renewed:
                 runner.stop(StopReason.LEASE_LOST)
-            elif renewed[job_id] is not None:
+                continue
+            runner.lease_renewed(asked_at + self.settings.lease_seconds)
+            if renewed[job_id] is not None:
                 # A cancel whose signal this worker missed.
                 runner.stop(StopReason.CANCELLED)
 
     async def rescue_expired(self) -> None:
         """Requeue jobs whose worker vanished, or end them after their last attempt."""
+        requeued = False
         for job in await self.store.expired_leases():
             rescued = await self.store.rescue(job, utcnow())
             if rescued.event is not None and rescued.status is not None:
@@ -244,4 +328,8 @@ class Worker:
                 await self.publisher.publish(rescued.event)
             if rescued.requeued:
                 log.info("rescued job with expired lease", extra={"job_id": job.id})
-                self._wakeup.set()
+                requeued = True
+        if requeued:
+            # Every worker, this one included, claims the requeued jobs now.
+            self._wakeup.set()
+            await self.publisher.wake_workers()

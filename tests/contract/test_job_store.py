@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta
@@ -345,6 +346,47 @@ async def test_a_batch_appends_to_several_jobs_and_skips_one_not_held(
     two = await store.get(second)
     assert two is not None
     assert (two.phase, two.output_tokens, two.cost_micros) == ("writing", 1, 300)
+
+
+async def test_a_write_after_a_seq_appends_once_and_its_retry_answers_what_is_stored(
+    store: JobStore, new_caller: NewCaller
+) -> None:
+    job = await running(store, await new_caller())  # seq 2: JobStarted
+    first = dataclasses.replace(write(job.id, "w", "a", "b", usage=Usage(1, 2, 3)), after_seq=2)
+    (stored,) = await store.append_events([first])
+    assert stored is not None
+    assert [e.seq for e in stored] == [3, 4]
+    # The same write again, as after a commit whose answer was lost: nothing is added.
+    (again,) = await store.append_events([first])
+    assert again is not None
+    assert [(e.seq, e.type, e.payload) for e in again] == [
+        (e.seq, e.type, e.payload) for e in stored
+    ]
+    assert [e.seq for e in await store.events_after(job.id, 0)] == [1, 2, 3, 4]
+    # A write after a seq the job has moved past otherwise is refused, not appended.
+    stale = dataclasses.replace(write(job.id, "w", "x"), after_seq=2)
+    assert await store.append_events([stale]) == [None]
+    # Only the lease holder gets its events back.
+    assert await store.append_events([dataclasses.replace(first, worker_id="other")]) == [None]
+    following = dataclasses.replace(write(job.id, "w", "c"), after_seq=4)
+    (next_events,) = await store.append_events([following])
+    assert next_events is not None
+    assert [e.seq for e in next_events] == [5]
+    current = await store.get(job.id)
+    assert current is not None
+    assert (current.last_seq, current.output) == (5, "abc")
+
+
+async def test_concurrent_retries_of_one_write_store_its_events_once(
+    store: JobStore, new_caller: NewCaller
+) -> None:
+    job = await running(store, await new_caller())
+    retried = dataclasses.replace(write(job.id, "w", "once", "only"), after_seq=2)
+    answers = await asyncio.gather(*(store.append_events([retried]) for _ in range(8)))
+    assert {tuple(e.seq for e in answer[0] or []) for answer in answers} == {(3, 4)}
+    events = await store.events_after(job.id, 0)
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert [e.payload.get("text") for e in events[2:]] == ["once", "only"]
 
 
 async def test_a_batch_takes_one_write_per_job(store: JobStore, new_caller: NewCaller) -> None:

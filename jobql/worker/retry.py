@@ -1,0 +1,69 @@
+"""Retrying through outages: capped exponential backoff, and one log line per outage.
+
+An outage (jobql.outages.is_outage) is a database or bus that cannot be reached right now;
+the worker waits it out instead of failing jobs. Many runners and loops see the same outage
+at once, so it is logged when it starts and when it ends, not once per failed statement.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backoff:
+    """Delays of first, first * 2, ... up to cap, each with up to ``jitter`` of itself
+    added at random, so that many waiters do not retry in step."""
+
+    first: float = 0.05
+    cap: float = 1.0
+    jitter: float = 0.2
+    _next: float = 0.0
+
+    def delay(self) -> float:
+        base = self._next or self.first
+        self._next = min(base * 2, self.cap)
+        return base * (1 + random.uniform(0, self.jitter))
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+
+class OutageLog:
+    """Says once that ``what`` became unreachable (WARNING, no traceback), and once that
+    it is back (with how long it was gone), however many callers fail in between."""
+
+    def __init__(self, what: str = "the database", logger: logging.Logger = log) -> None:
+        self.what = what
+        self.logger = logger
+        self.since: float | None = None
+        self.outages = 0  # how many have started, for tests and metrics
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def failed(self, doing: str, exc: BaseException) -> None:
+        if self.since is not None:
+            return
+        self.since = time.monotonic()
+        self.outages += 1
+        self.logger.warning(
+            "%s is unreachable (%s while %s: %s); retrying",
+            self.what,
+            type(exc).__name__,
+            doing,
+            exc,
+        )
+
+    def recovered(self) -> None:
+        if self.since is None:
+            return
+        seconds = time.monotonic() - self.since
+        self.since = None
+        self.logger.warning("%s is reachable again after %.1f s", self.what, seconds)
