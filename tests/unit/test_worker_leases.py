@@ -213,3 +213,11 @@ async def test_the_loops_ride_out_an_unreachable_database_and_say_so_once(
     assert outage_warnings[0].levelno == logging.WARNING
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert any("reachable again" in r.getMessage() for r in caplog.records)
+
+
+def test_the_default_lease_rescues_a_vanished_workers_jobs_within_twenty_seconds() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.lease_seconds, settings.lease_renew_seconds) == (15, 5)
+    worker = Rig().worker("w")
+    # Outages shorter than this never cost a running job its attempt.
+    assert settings.lease_seconds - settings.lease_renew_seconds - worker.lease_margin > 5
