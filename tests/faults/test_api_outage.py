@@ -228,6 +228,18 @@ async def test_postgres_crash_under_submit_load_loses_no_job_and_answers_service
         assert api.process.pid == pid
         assert (await http.get("/readyz")).status_code == 200
 
+        # Stale pooled connections never reach a client: PostgreSQL restarted while nobody
+        # submitted, then every connection terminated (as a failover or a pooler restart
+        # does); the next submits, side by side on several pooled connections, all succeed.
+        def restart() -> None:
+            pg_server.stop("immediate")
+            pg_server.start()
+
+        for drop in (restart, lambda: pg_server.terminate_connections(database)):
+            await asyncio.to_thread(drop)
+            again = await asyncio.gather(*(submit(http, None) for _ in range(CLIENTS)))
+            assert [a.kind for a in again] == ["success"] * CLIENTS, again
+
     print(
         f"\npostgres outage: stop took {down - crashed:.2f}s, down {restarting - down:.1f}s; "
         f"{len(answers)} submits by {CLIENTS} clients, {len(load.acknowledged)} jobs "
