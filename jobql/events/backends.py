@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 RECONNECT_FIRST_DELAY = 0.05
 # Capped low: a refused connection costs nothing, and readiness (and the live path) should
-# come back within about a second of the server.
-RECONNECT_MAX_DELAY = 1.0
+# come back well within a second or two of the server.
+RECONNECT_MAX_DELAY = 0.5
 # A server that does not answer (a host that went away rather than a refused port) must not
 # hold a publish, a subscribe or a readiness probe for long.
 CONNECT_TIMEOUT = 1.0
