@@ -1,6 +1,7 @@
-"""What clients get through real outages: PostgreSQL crashed under submit load and started
-again, the rate limiter's Redis stopped and started. Real jobql processes on loopback, and
-only servers this test started (see servers.py)."""
+"""What clients get through real outages: PostgreSQL crashed under submit load (and under a
+followed stream and a cancel) and started again; the rate limiter's Redis stopped and started.
+Real jobql processes and clients on loopback, and only servers this test started (see
+servers.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
 
+from tests.api import EVENTS, GRAPHQL_TRANSPORT_WS
 from tests.faults.conftest import Processes, create_key, migrate
 from tests.faults.servers import JobqlProcess, PostgresServer, RedisServer, free_port, jobql_env
 
@@ -32,6 +36,7 @@ ECHO = {"task": "echo", "input": {"topic": "outages"}}
 CLIENTS = 4
 OUTAGE_SECONDS = 5.0
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+TERMINAL_EVENTS = {"V1JobSucceeded", "V1JobFailed", "V1JobCancelled"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,14 @@ async def submit(
     return Answer(**common, kind=f"{result['__typename']}:{result.get('code')}")
 
 
+async def cancel(http: httpx.AsyncClient, job_id: str) -> str:
+    """cancelJob's answer: its __typename."""
+    query = "mutation($id: ID!) { cancelJob(id: $id) { __typename } }"
+    response = await http.post("/v1/graphql", json={"query": query, "variables": {"id": job_id}})
+    typename: str = response.json()["data"]["cancelJob"]["__typename"]
+    return typename
+
+
 async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     """Poll a condition that other processes make true (nothing here to await)."""
     async with asyncio.timeout(timeout):
@@ -126,6 +139,64 @@ class Load:
         }
 
 
+@dataclass
+class Follower:
+    """A client following one job over WebSocket as docs/api.md says: on V1ServiceUnavailable
+    (or a connection closed with 1013) it waits a moment and subscribes again with
+    ``after`` = the last seq it got, until the terminal event."""
+
+    ws_url: str
+    key: str
+    job_id: str
+    events: list[dict[str, Any]] = field(default_factory=list)  # every stored event, once
+    # V1ServiceUnavailable items, or close codes (1013 Try Again Later: key not checkable)
+    cuts: list[dict[str, Any] | int] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return any(e["__typename"] == "V1Progress" for e in self.events)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.events) and self.events[-1]["__typename"] in TERMINAL_EVENTS
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.events[-1]["seq"]) if self.events else 0
+
+    def take(self, item: dict[str, Any]) -> None:
+        if item["__typename"] == "V1ServiceUnavailable":
+            assert item["retryable"] is True
+            assert item["resumeAfter"] == self.last_seq, (item, self.last_seq)
+            self.cuts.append(item)
+        elif item["__typename"] != "V1Heartbeat":
+            assert item["seq"] == self.last_seq + 1, (item, self.last_seq)
+            self.events.append(item)
+
+    async def subscribe_once(self) -> None:
+        """One subscription, until it completes."""
+        async with websockets.connect(self.ws_url, subprotocols=[GRAPHQL_TRANSPORT_WS]) as ws:  # type: ignore[list-item]
+            init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {self.key}"}}
+            await ws.send(json.dumps(init))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            variables = {"id": self.job_id, "after": self.last_seq}
+            payload = {"query": EVENTS, "variables": variables}
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+            while (message := json.loads(await ws.recv()))["type"] != "complete":
+                assert message["type"] == "next", message
+                assert "errors" not in message["payload"], message
+                self.take(message["payload"]["data"]["jobEvents"])
+
+    async def run(self) -> None:
+        while not self.finished:
+            try:
+                await self.subscribe_once()
+            except ConnectionClosed as closed:
+                self.cuts.append(closed.rcvd.code if closed.rcvd else 1006)
+            if not self.finished:
+                await asyncio.sleep(0.2)  # a client would wait retryAfterSeconds
+
+
 def serve(processes: Processes, env: dict[str, str], name: str = "api") -> JobqlProcess:
     api = processes.start("serve", env, name)
     api.wait_ready()
@@ -154,15 +225,34 @@ async def test_postgres_crash_under_submit_load_loses_no_job_and_answers_service
 
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=api.base_url, headers=headers, timeout=30) as http:
+        # A long job (it works quietly until cancelled), followed over WebSocket across the
+        # crash, and cancelled once PostgreSQL is back.
+        streamed = await http.post(
+            "/v1/graphql",
+            json={
+                "query": SUBMIT,
+                "variables": {"input": {"task": "hang", "input": {"topic": "x"}}, "key": "s-0"},
+            },
+        )
+        stream_job = streamed.json()["data"]["submitJob"]["job"]["id"]
+        ws_url = api.base_url.replace("http://", "ws://") + "/v1/graphql"
+        follower = Follower(ws_url, key, stream_job)
+        following = asyncio.create_task(follower.run())
+
         load = Load(http)
         clients = [asyncio.create_task(load.client(n)) for n in range(CLIENTS)]
         try:
             await until(lambda: len(load.acknowledged) >= 2 * CLIENTS, "submits before the crash")
+            await until(
+                lambda: follower.running or (following.done() and bool(following.result())),
+                "the followed job to run",
+            )
             crashed = time.monotonic()
             await asyncio.to_thread(pg_server.stop, "immediate")
             down = time.monotonic()
             late = {"Authorization": f"Bearer {late_key}"}
             late_during = await submit(http, "late-0", headers=late)
+            cancel_during = await cancel(http, stream_job)
             await asyncio.sleep(OUTAGE_SECONDS - (time.monotonic() - down))  # the outage
             restarting = time.monotonic()
             await asyncio.to_thread(pg_server.start)
@@ -173,10 +263,22 @@ async def test_postgres_crash_under_submit_load_loses_no_job_and_answers_service
             )
             load.stop.set()
             await asyncio.gather(*clients)
+            cancelled = await cancel(http, stream_job)
+            async with asyncio.timeout(60):
+                await following
         finally:
             load.stop.set()
-            for task in clients:
+            for task in [*clients, following]:
                 task.cancel()
+
+        # The stream was cut by the outage with a typed answer, and resumed from its last
+        # seq: every event once, in order (checked as they came), through the terminal one.
+        assert any(isinstance(cut, dict) for cut in follower.cuts), follower.cuts
+        assert {cut for cut in follower.cuts if not isinstance(cut, dict)} <= {1013}
+        assert follower.events[-1]["__typename"] == "V1JobCancelled"
+        # A cancel during the outage was answered as data, and the one after it landed.
+        assert cancel_during == "V1ServiceUnavailable"
+        assert cancelled == "V1CancelJobSuccess"
 
         # The late caller's key could not be checked: the whole request failed, so HTTP 503
         # with Retry-After and SERVICE_UNAVAILABLE (not a 401: the key is fine).
@@ -208,7 +310,7 @@ async def test_postgres_crash_under_submit_load_loses_no_job_and_answers_service
             database,
         ).splitlines()
         stored = dict(row.split("=", 1) for row in rows)
-        assert stored == load.acknowledged | {"late-0": late_after.job_id}
+        assert stored == load.acknowledged | {"late-0": late_after.job_id, "s-0": stream_job}
         deduplicated = sum(a.deduplicated for a in answers)
 
         # Every acknowledged job finishes, on the API process's own worker, which (like the
@@ -249,7 +351,10 @@ async def test_postgres_crash_under_submit_load_loses_no_job_and_answers_service
         f"{late_during.seconds:.3f}s), slowest answer {max(a.seconds for a in during):.3f}s; "
         f"first job acknowledged {first_after - restarting:.3f}s after PostgreSQL was started "
         f"again (pg_ctl start took {up - restarting:.2f}s); job statuses {statuses.split()}; "
-        f"{api.log().count('Traceback')} tracebacks in the API's log"
+        f"{api.log().count('Traceback')} tracebacks in the API's log; the followed stream: "
+        f"{len(follower.events)} events, ended {follower.events[-1]['__typename']}, cut "
+        f"{sum(isinstance(c, dict) for c in follower.cuts)} times by V1ServiceUnavailable "
+        f"and {sum(c == 1013 for c in follower.cuts)} times by close code 1013"
     )
     # The API logged the outage as such, not as bugs in resolvers.
     assert "unexpected error resolving" not in api.log()
