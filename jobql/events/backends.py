@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -56,6 +57,11 @@ RECONNECT_MAX_DELAY = 0.5
 CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
 PING_TIMEOUT = 1.0
+# A listening connection can die without a word (a proxy's idle timeout, a host that went
+# away): when it has been quiet this long it is pinged, and replaced when the answer takes
+# longer than the timeout. Pinging also keeps idle-timeout proxies from cutting it.
+KEEPALIVE_SECONDS = 5.0
+KEEPALIVE_TIMEOUT = 3.0
 
 
 def next_delay(delay: float) -> float:
@@ -89,6 +95,8 @@ class SupervisedRedisBackend(BroadcastBackend):
         self._switching = asyncio.Lock()  # (un)subscribing vs replacing the connection
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._listener: asyncio.Task[None] | None = None
+        self.keepalive_seconds = KEEPALIVE_SECONDS
+        self.keepalive_timeout = KEEPALIVE_TIMEOUT
 
     async def connect(self) -> None:
         await self._conn.ping()  # a wrong URL or a missing server fails the start
@@ -110,9 +118,9 @@ class SupervisedRedisBackend(BroadcastBackend):
             if not self._broken:
                 try:
                     await self._pubsub.subscribe(channel)
-                except CONNECTION_ERRORS:
+                except CONNECTION_ERRORS as exc:
                     # The listener reconnects, subscribes to it then and calls on_gap.
-                    log.warning("event bus could not subscribe; will on reconnect", exc_info=True)
+                    log.warning("event bus could not subscribe (%s); will on reconnect", exc)
                     self._lose()
         self._changed.set()
 
@@ -162,10 +170,8 @@ class SupervisedRedisBackend(BroadcastBackend):
                     self.on_gap()
             try:
                 await self._listen()
-            except CONNECTION_ERRORS:
-                log.warning(
-                    "event bus lost its Redis pub/sub connection; reconnecting", exc_info=True
-                )
+            except CONNECTION_ERRORS as exc:
+                log.warning("event bus lost its Redis pub/sub connection (%s); reconnecting", exc)
                 self._lose()
             except Exception:
                 # Not a known connection error, but this task must never die: broadcaster
@@ -175,7 +181,10 @@ class SupervisedRedisBackend(BroadcastBackend):
                 await asyncio.sleep(RECONNECT_MAX_DELAY)
 
     async def _listen(self) -> None:
-        """Pass messages on until the connection fails (or a subscribe did)."""
+        """Pass messages on until the connection fails (or a subscribe did, or a ping went
+        unanswered)."""
+        heard_at = time.monotonic()  # when the connection last said anything
+        pinged_at: float | None = None  # a PING is out, unanswered since then
         while not self._broken:
             if not self._pubsub.subscribed:
                 # Nothing to read yet (redis-py reads only once a SUBSCRIBE succeeded).
@@ -183,9 +192,21 @@ class SupervisedRedisBackend(BroadcastBackend):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._changed.wait()
+                heard_at, pinged_at = time.monotonic(), None
                 continue
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message["type"] == "message":
+            now = time.monotonic()
+            if pinged_at is not None and now - pinged_at > self.keepalive_timeout:
+                raise RedisTimeoutError("Redis did not answer a PING on the pub/sub connection")
+            if pinged_at is None and now - heard_at > self.keepalive_seconds:
+                await self._pubsub.ping()
+                pinged_at = now
+            message = await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(1.0, self.keepalive_seconds / 2)
+            )
+            if message is None:
+                continue
+            heard_at, pinged_at = time.monotonic(), None  # anything at all: it is alive
+            if message["type"] == "message":
                 await self._queue.put(
                     Event(channel=message["channel"].decode(), message=message["data"].decode())
                 )
@@ -220,7 +241,10 @@ class SupervisedPostgresBackend(BroadcastBackend):
         self._listener: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self._closing = False
+        self.keepalive_seconds = KEEPALIVE_SECONDS
+        self.keepalive_timeout = KEEPALIVE_TIMEOUT
 
     async def connect(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -232,13 +256,15 @@ class SupervisedPostgresBackend(BroadcastBackend):
         )
         async with self._lock:
             await self._listen()
+        self._keepalive = asyncio.create_task(self._keep_alive(), name="jobql-bus-pg-keepalive")
 
     async def disconnect(self) -> None:
         self._closing = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reconnecting
+        for task in (self._reconnecting, self._keepalive):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=COMMAND_TIMEOUT)
@@ -293,7 +319,9 @@ class SupervisedPostgresBackend(BroadcastBackend):
 
     async def _listen(self) -> None:
         """A new listening connection, listening to every channel we should (lock held)."""
-        connection = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
+        connection = await asyncpg.connect(
+            self._url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
+        )
         try:
             for channel in sorted(self._channels):
                 await connection.add_listener(channel, self._deliver)
@@ -304,6 +332,24 @@ class SupervisedPostgresBackend(BroadcastBackend):
         connection.add_termination_listener(self._lost)
         self._listener = connection
         self.listening = True
+
+    async def _keep_alive(self) -> None:
+        """Ping the listening connection when it has been quiet (see KEEPALIVE_SECONDS)."""
+        while True:
+            await asyncio.sleep(self.keepalive_seconds)
+            listener = self._listener
+            if listener is None or not self.listening:
+                continue
+            try:
+                async with asyncio.timeout(self.keepalive_timeout), self._lock:
+                    if self._still_listening(listener):
+                        await listener.fetchval("SELECT 1")
+            except Exception as exc:
+                log.warning("event bus LISTEN connection did not answer (%r)", exc)
+                self._lost(listener)
+
+    def _still_listening(self, connection: asyncpg.Connection) -> bool:
+        return connection is self._listener and self.listening
 
     def _lost(self, connection: object) -> None:
         if self._closing or connection is not self._listener or not self.listening:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from broadcaster._base import Unsubscribed
 
 from jobql.events.backends import create_broadcast
+from jobql.outages import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class EventBus(Protocol):
 
 # A publish waits at most this long: a lost publish only delays subscribers, a stuck one
 # would hold a submit or a job's event writer.
-PUBLISH_TIMEOUT = 2.0
+PUBLISH_TIMEOUT = 1.0
 # How long a readiness answer is reused (probes stay cheap); a failed one is checked again
 # sooner, so readiness comes back quickly after the server does.
 READY_CACHE_SECONDS = 1.0
@@ -184,12 +185,18 @@ class BroadcastBus:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self._broadcast.publish(channel, json.dumps(message, separators=(",", ":")))
-        except Exception:
+        except Exception as exc:
             # A lost publish only delays subscribers: they resync from the database.
             self.publish_failures += 1
-            if not self._publish_failing:  # once per outage, not once per event
+            if not is_outage(exc):
+                log.exception("event bus publish failed", extra={"channel": channel})
+            elif not self._publish_failing:  # once per outage, not once per event
                 self._publish_failing = True
-                log.warning("event bus publish failed", extra={"channel": channel}, exc_info=True)
+                log.warning(
+                    "event bus publish failed (%r); until it is back, subscribers "
+                    "catch up from the database",
+                    exc,
+                )
         else:
             if self._publish_failing:
                 self._publish_failing = False

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ import pytest
 from gql import Client
 from gql.transport.websockets import WebsocketsTransport
 
+from jobql.events.backends import SupervisedPostgresBackend
 from jobql.events.bus import BroadcastBus
 from tests.api import CANCEL, GRAPHQL_TRANSPORT_WS, JOB, SUBMIT, TERMINAL, events_request
 from tests.backends import Databases
@@ -455,3 +458,33 @@ async def test_postgres_bus_down_reconnects_and_asks_for_a_resync(
     finally:
         await bus.disconnect()
         await idle.disconnect()
+
+
+async def test_postgres_bus_silent_listen_connection_is_replaced(
+    pg_server: PostgresServer,
+) -> None:
+    """The server process behind the LISTEN connection hangs (the connection stays open,
+    as when a host or proxy drops it without a word): the keepalive query goes unanswered,
+    so the bus listens on a new connection and asks for a resync."""
+    bus = BroadcastBus(pg_server.url("postgres", driver="postgres"))
+    await bus.connect()
+    backend = bus._broadcast._backend
+    assert isinstance(backend, SupervisedPostgresBackend)
+    backend.keepalive_seconds = backend.keepalive_timeout = 0.5
+    assert backend._listener is not None
+    frozen = backend._listener.get_server_pid()
+    try:
+        async with bus.subscribe("jobql.test.pgfrozen") as subscription:
+            os.kill(frozen, signal.SIGSTOP)
+            async with asyncio.timeout(10):
+                assert await subscription.receive(None) is None  # woken by the gap
+            assert subscription.take_lost()
+            assert backend.reconnects == 1
+            assert backend._listener.get_server_pid() != frozen
+            assert await bus.ready()
+            await bus.publish("jobql.test.pgfrozen", {"seq": 1})
+            assert await subscription.receive(5) == {"seq": 1}
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(frozen, signal.SIGCONT)
+        await bus.disconnect()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +16,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from jobql.events.backends import SupervisedPostgresBackend
+from jobql.events.backends import SupervisedPostgresBackend, SupervisedRedisBackend
 from jobql.events.bus import BoundedSubscription, BroadcastBus
 from tests.backends import Databases, bus_url
 from tests.faults.servers import RedisServer, wait_until
@@ -255,5 +258,46 @@ async def test_redis_subscribe_while_down_listens_once_it_is_back(tmp_path: Path
             assert await subscription.receive(5) == {"seq": 1}
             assert await bus.ready()
     finally:
+        await bus.disconnect()
+        server.stop()
+
+
+async def test_redis_frozen_the_silent_listening_connection_is_replaced(tmp_path: Path) -> None:
+    """Redis stops answering but its connections stay open (a hung server; to a client the
+    same as a proxy or a host that dropped the connection without a word): the listener's
+    keepalive ping goes unanswered, so the bus reports it, reconnects once Redis answers
+    again, and asks for a resync."""
+    server = RedisServer(tmp_path)
+    server.start()
+    assert server.process is not None
+    pid = server.process.pid
+    bus = BroadcastBus(server.url)
+    await bus.connect()
+    backend = bus._broadcast._backend
+    assert isinstance(backend, SupervisedRedisBackend)
+    backend.keepalive_seconds = backend.keepalive_timeout = 0.5
+    try:
+        async with bus.subscribe("jobql.test.frozen") as subscription:
+            await bus.publish("jobql.test.frozen", {"seq": 1})
+            assert await subscription.receive(5) == {"seq": 1}
+
+            os.kill(pid, signal.SIGSTOP)
+
+            async def noticed() -> bool:
+                return not bus.healthy
+
+            await wait_until(noticed, "the bus to notice the silent connection", 5)
+            assert not await bus.ready()
+
+            os.kill(pid, signal.SIGCONT)
+            async with asyncio.timeout(10):
+                assert await subscription.receive(None) is None  # woken by the gap
+            assert subscription.take_lost()
+            await wait_until(bus.ready, "the bus to be ready again", 5)
+            await bus.publish("jobql.test.frozen", {"seq": 2})
+            assert await subscription.receive(5) == {"seq": 2}
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
         await bus.disconnect()
         server.stop()
