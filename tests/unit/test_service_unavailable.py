@@ -112,6 +112,17 @@ class FakeKeys:
         return CALLER if key == KEY else None
 
 
+class FakeViewer:
+    """Stands in for ViewerService (SQL-backed): its database is unreachable, or it has a
+    bug."""
+
+    def __init__(self) -> None:
+        self.error: Exception = outage()
+
+    async def usage_today(self, caller: Caller) -> Any:
+        raise self.error
+
+
 class App:
     def __init__(self, bus: BroadcastBus) -> None:
         self.settings = Settings(
@@ -123,6 +134,7 @@ class App:
         self.bus = bus
         self.store = FlakyStore(MemoryJobStore())
         self.keys = FakeKeys()
+        self.viewer = FakeViewer()
         self.metrics = Metrics()
         store: Any = self.store
         self.services = Services(
@@ -137,7 +149,7 @@ class App:
                 metrics=self.metrics,
             ),
             streams=StreamService(store=store, bus=bus, heartbeat_seconds=5, metrics=self.metrics),
-            viewer=None,  # type: ignore[arg-type]
+            viewer=self.viewer,  # type: ignore[arg-type]
         )
         self.schema = build_schema()
 
@@ -254,6 +266,24 @@ async def test_listing_jobs_during_an_outage_is_a_top_level_503_never_internal(
     assert context.response.status_code == 503
     assert context.response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
     assert app.unavailable_count("request") == 1
+
+
+async def test_the_viewer_during_an_outage_is_a_503_and_a_bug_is_still_internal(
+    app: App,
+) -> None:
+    for error, code, status in [
+        (app.viewer.error, "SERVICE_UNAVAILABLE", 503),
+        (KeyError("a bug, not an outage"), "INTERNAL", 200),
+    ]:
+        app.viewer.error = error
+        context = app.context()
+        result = await app.schema.execute("{ viewer { id } }", context_value=context)
+        assert result.errors is not None
+        assert result.errors[0].extensions is not None
+        assert result.errors[0].extensions["code"] == code
+        assert isinstance(context.response, Response)
+        assert context.response.status_code == status
+        assert ("Retry-After" in context.response.headers) is (status == 503)
 
 
 async def test_a_job_committed_while_the_bus_is_down_is_answered_as_submitted(
