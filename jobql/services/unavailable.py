@@ -30,7 +30,9 @@ def root_cause_name(exc: BaseException) -> str:
         seen.add(id(current))
         inner = getattr(current, "orig", None)
         if not isinstance(inner, BaseException):
-            inner = current.__cause__ or current.__context__
+            # Only the explicit chain: an implicit context can be unrelated (a cancelled
+            # wait behind a timeout, say).
+            inner = current.__cause__
         if inner is None:
             break
         current = inner
