@@ -174,7 +174,9 @@ class JobService:
         # The rate-limit state of the current request's submit, for the RateLimit headers.
         self.last_rate: ContextVar[RateState | None] = ContextVar("jobql_rate", default=None)
         self._warn_unavailable = ThrottledWarning(
-            log, "jobs: the database is unreachable; answering ServiceUnavailable"
+            log,
+            "jobs: the database or the rate limiter's Redis is unreachable; answering "
+            "ServiceUnavailable",
         )
         self._warn_unpublished = ThrottledWarning(
             log,
