@@ -12,6 +12,8 @@ import random
 import time
 from dataclasses import dataclass
 
+from sqlalchemy.exc import DBAPIError
+
 log = logging.getLogger(__name__)
 
 
@@ -54,11 +56,7 @@ class OutageLog:
         self.since = time.monotonic()
         self.outages += 1
         self.logger.warning(
-            "%s is unreachable (%s while %s: %s); retrying",
-            self.what,
-            type(exc).__name__,
-            doing,
-            exc,
+            "%s is unreachable (%s while %s); retrying", self.what, describe(exc), doing
         )
 
     def recovered(self) -> None:
@@ -67,3 +65,11 @@ class OutageLog:
         seconds = time.monotonic() - self.since
         self.since = None
         self.logger.warning("%s is reachable again after %.1f s", self.what, seconds)
+
+
+def describe(exc: BaseException) -> str:
+    """The driver's error in one short line (SQLAlchemy's message adds the statement and
+    its parameters, which have no place in a log line about an outage)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = str(cause).strip().split("\n", 1)[0]
+    return f"{type(cause).__name__}: {first}"[:200] if first else type(cause).__name__

@@ -35,7 +35,7 @@ from jobql.states import Usage as JobUsage
 from jobql.tasks import TaskContract
 from jobql.tasks.contracts import MICROS_PER_DOLLAR
 from jobql.worker.pump import Ended, ProviderPump, PumpItem, Raised, Stopped, StopReason
-from jobql.worker.retry import Backoff, OutageLog
+from jobql.worker.retry import Backoff, OutageLog, describe
 from jobql.worker.writer import EventWriter
 
 log = logging.getLogger(__name__)
@@ -176,13 +176,13 @@ class JobRunner:
         """Give the job back for another attempt, because the store could not be written
         before the lease was at risk. If it cannot be handed back either, its lease runs
         out and it is rescued as the next attempt."""
-        log.warning("releasing the job for another attempt: %s", cause)
+        log.warning("releasing the job for another attempt (%s)", describe(cause))
         try:
             handed_back = await self.store.hand_back(self.job.id, self.worker_id)
         except Exception as exc:
             log.warning(
                 "could not hand the job back (%s); it is rescued when its lease runs out",
-                type(exc).__name__,
+                describe(exc),
             )
             return
         if handed_back:
