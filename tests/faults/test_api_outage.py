@@ -427,7 +427,9 @@ async def test_rate_limiter_redis_outage_follows_the_failure_policy(
     assert back.kind == "success", back
     assert remaining(back) == 999
     # One warning for the three submits: an outage does not flood the log.
-    warnings = [line for line in api.log().splitlines() if "Redis is unreachable" in line]
+    warnings = [
+        line for line in api.log().splitlines() if "rate limiter: Redis is unreachable" in line
+    ]
     assert len(warnings) == 1, warnings
     print(
         f"\nrate limiter Redis down ({policy}): answers {[a.kind for a in during]} in "
