@@ -24,8 +24,10 @@ progress") and concurrent subscribes corrupt its state; and a lost connection is
 noticed. SupervisedPostgresBackend listens on a connection of its own (its LISTENs one at a
 time), publishes through a small pool, and reconnects the listener like the Redis one.
 
-Both answer ``ping()``, an active check of the server for readiness, and keep
-``listening`` False from a lost listening connection until it is back.
+Both ping their listening connection when it has been quiet, so one that died without a
+word (no FIN or RST ever came) is noticed and replaced too; both answer ``ping()``, an
+active check of the server for readiness; and both keep ``listening`` False from a lost
+listening connection until it is back.
 """
 
 from __future__ import annotations
