@@ -3,7 +3,7 @@ for a while and comes back, under live streams, in real processes: 2 API process
 third one and a worker, on PostgreSQL. The job database stays up throughout.
 
 Every subscriber gets every event exactly once; soon after the bus server returns every
-API process is ready again, a new job starts on the doorbell (the worker's poll is 30 s, so
+API process is ready again, a new job starts on the doorbell (the worker's poll is 5 min, so
 nothing else explains a fast start), and a cancel reaches the worker on the bus (its lease
 is renewed every 10 s, so nothing else explains a fast cancel). Recovery times are printed
 (run with -s to see them).
@@ -259,7 +259,7 @@ async def deployment(
     settings: dict[str, object] = {
         "tasks_file": tasks_file,
         "heartbeat_seconds": 5,  # the log poll of a stream while the bus is down
-        "worker_poll_seconds": 30,  # only the doorbell starts a job quickly
+        "worker_poll_seconds": 300,  # only the doorbell (or a freed slot) starts a job
         "lease_seconds": 30,
         "lease_renew_seconds": 10,  # only the bus makes a cancel land quickly
     }
@@ -361,7 +361,7 @@ async def one_outage(
     await wait_until(all_live, "every stream to be live again", 10)
     live_since = [s.live_since(back, LIVE_RUN) or 0.0 for s in running]
 
-    # The job submitted during the outage starts on the bus's resync (not the 30 s poll).
+    # The job submitted during the outage starts on the bus's resync (not the poll).
     async with asyncio.timeout(5):
         await late.first_delta.wait()
     delta = late.first("V1OutputDelta")
