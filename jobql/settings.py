@@ -81,11 +81,12 @@ class Settings(BaseSettings):
     # batches).
     worker_claim_batch: int = Field(default=50, ge=1)
     worker_poll_seconds: float = Field(default=2.0, gt=0)
-    # A vanished worker's jobs are rescued lease to lease + renew seconds after it last
-    # renewed. A running job rides out a database outage of at least lease - renew -
-    # min(renew, lease / 4) seconds (6 s with these defaults; 11 s if the outage starts
-    # right after a renewal) before it is handed back for another attempt. Renewals cost
-    # one UPDATE per worker per interval.
+    # Workers look for expired leases every second, so a vanished worker's jobs are rescued
+    # lease - renew to lease + 1 s after it vanished (10-16 s with these defaults). A
+    # running job rides out a database outage of at least lease - renew - min(renew,
+    # lease / 4) seconds (6 s with these defaults; 11 s if the outage starts right after a
+    # renewal) before it is handed back for another attempt. Renewals cost one UPDATE per
+    # worker per interval.
     lease_seconds: float = Field(default=15.0, gt=0)
     lease_renew_seconds: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)

@@ -37,6 +37,8 @@ PURGE_EVERY_SECONDS = 600.0
 OVERLOAD_RECHECK_SECONDS = 0.05
 # How long a loop waits at most between two tries while the database or bus is down.
 OUTAGE_RETRY_CAP_SECONDS = 2.0
+# How often a worker looks for expired leases (a cheap query on the running jobs).
+RESCUE_EVERY_SECONDS = 1.0
 
 
 class Worker:
@@ -266,18 +268,26 @@ class Worker:
     # -- leases --------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        next_purge = 0.0
+        """Renew this worker's leases every lease_renew_seconds (at once when a cancel may
+        have been missed, sooner after a failure: the leases run out meanwhile), and look
+        for other workers' expired leases every second, so that a vanished worker's jobs
+        are rescued about when their lease runs out, not up to a renewal interval later."""
         renew = self.settings.lease_renew_seconds
+        tick = min(renew, RESCUE_EVERY_SECONDS)
         failures = Backoff(first=0.1, cap=min(renew, OUTAGE_RETRY_CAP_SECONDS))
-        wait = renew
+        next_renew = time.monotonic() + renew
+        next_purge = 0.0
+        wait = tick
         while True:
-            # At the renewal interval, or at once when a cancel may have been missed; after
-            # a failure, sooner (the leases are running out meanwhile).
-            self._renew_now.clear()
             await self._wait_for_any((self._renew_now,), wait)
+            doing = "renewing leases"
             try:
-                await self.renew_leases()
+                if self._renew_now.is_set() or time.monotonic() >= next_renew:
+                    self._renew_now.clear()  # a request from here on asks for another round
+                    next_renew = time.monotonic() + renew
+                    await self.renew_leases()
                 if not self._stopping:
+                    doing = "rescuing expired leases"
                     await self.rescue_expired()
                     if (now := time.monotonic()) >= next_purge:
                         next_purge = now + PURGE_EVERY_SECONDS
@@ -288,12 +298,14 @@ class Worker:
                 if not is_outage(exc):
                     log.exception("lease maintenance failed")
                 else:
-                    self.database.failed("renewing leases", exc)
+                    self.database.failed(doing, exc)
+                if doing == "renewing leases":
+                    next_renew = 0.0  # again after the backoff
                 wait = failures.delay()
                 continue
             self.database.recovered()
             failures.reset()
-            wait = renew
+            wait = max(0.0, min(tick, next_renew - time.monotonic()))
 
     async def purge_idempotency_keys(self) -> None:
         """Forget idempotency keys older than the window (submit also checks lazily)."""

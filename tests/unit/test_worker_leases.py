@@ -24,6 +24,7 @@ from jobql.services.jobs import JobService, SubmitRequest, Submitted
 from jobql.settings import Settings
 from jobql.tasks import load_tasks
 from jobql.worker import Worker
+from jobql.worker.worker import RESCUE_EVERY_SECONDS
 from tests.conftest import TEST_TASKS
 from tests.unit.test_job_runner import CALLER, FlakyStore
 
@@ -169,6 +170,18 @@ async def test_a_rescue_rings_the_doorbell(rigs: list[Rig]) -> None:
     await rig.bus.wait_published(WAKEUP, rung + 1)
 
 
+async def test_expired_leases_are_rescued_every_second_whatever_the_renewal_interval(
+    rigs: list[Rig],
+) -> None:
+    rig = Rig(lease_seconds=120, lease_renew_seconds=60)
+    rigs.append(rig)
+    job_id = await rig.submit("echo")
+    await rig.store.claim("vanished", 1, timedelta(seconds=-1))
+    await rig.worker("w").start()
+    job = await rig.until(job_id, {"SUCCEEDED"})
+    assert job.attempts == 2
+
+
 async def test_a_cancel_lost_in_a_bus_gap_lands_at_once(rigs: list[Rig]) -> None:
     # Renewals (which also report cancel requests) are a minute apart.
     rig = Rig(lease_seconds=120, lease_renew_seconds=60)
@@ -215,9 +228,10 @@ async def test_the_loops_ride_out_an_unreachable_database_and_say_so_once(
     assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
-def test_the_default_lease_rescues_a_vanished_workers_jobs_within_twenty_seconds() -> None:
+def test_the_default_lease_rescues_a_vanished_workers_jobs_within_sixteen_seconds() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert (settings.lease_seconds, settings.lease_renew_seconds) == (15, 5)
+    assert settings.lease_seconds + RESCUE_EVERY_SECONDS <= 16
     worker = Rig().worker("w")
     # Outages shorter than this never cost a running job its attempt.
     assert settings.lease_seconds - settings.lease_renew_seconds - worker.lease_margin > 5
