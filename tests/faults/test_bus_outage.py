@@ -338,7 +338,9 @@ async def one_outage(
     await wait_until(deployed.none_ready, "every API process to report the bus down", 5)
     not_ready_after = time.monotonic() - down
     # Submitting during the outage works (the database is up); its doorbell is lost.
+    submitting = time.monotonic()
     during = await api[0].submit("submitted during the outage")
+    submit_took = time.monotonic() - submitting
     late = await stack.enter_async_context(following(api[1], during))
     await asyncio.sleep(outage_seconds - (time.monotonic() - down))  # the outage itself
     assert not late.first_delta.is_set()
@@ -395,6 +397,7 @@ async def one_outage(
 
     timings = {
         "not ready after the bus went down": not_ready_after,
+        "a submit during the outage took": submit_took,
         "ready after the bus came back": ready_after,
         "first stream live again after": min(live_since) - back,
         "every stream live again after": max(live_since) - back,
@@ -406,6 +409,7 @@ async def one_outage(
     print(f"\nbus down {outage_seconds:.0f} s ({bus.url.split(':')[0]}), then restarted:")
     for what, seconds in timings.items():
         print(f"  {what}: {seconds * 1000:.0f} ms")
+    assert submit_took < 1.0  # publishing to a dead bus fails fast
     assert ready_after <= READY_WITHIN
     assert first_delta_after <= FIRST_DELTA_WITHIN
     assert cancel_after <= CANCEL_WITHIN
