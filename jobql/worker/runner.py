@@ -176,16 +176,18 @@ class JobRunner:
         """Give the job back for another attempt, because the store could not be written
         before the lease was at risk. If it cannot be handed back either, its lease runs
         out and it is rescued as the next attempt."""
-        log.warning("releasing the job for another attempt (%s)", describe(cause))
         try:
             handed_back = await self.store.hand_back(self.job.id, self.worker_id)
         except Exception as exc:
             log.warning(
-                "could not hand the job back (%s); it is rescued when its lease runs out",
+                "released the job (%s); it could not be handed back (%s), so it is rescued"
+                " for another attempt when its lease runs out",
+                describe(cause),
                 describe(exc),
             )
             return
         if handed_back:
+            log.warning("handed the job back for another attempt (%s)", describe(cause))
             await self.publisher.wake_workers()
 
     def _lease_at_risk(self, wait: float) -> bool:
