@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from jobql.events.bus import EventBus
@@ -87,13 +88,31 @@ class Worker:
         # Claiming stops first on shutdown; what keeps running jobs going (their leases,
         # their cancels) stops only after the last of them is finished or handed back.
         self._claiming = [
-            asyncio.create_task(self._listen(WAKEUP), name="jobql-worker-wakeup"),
-            asyncio.create_task(self._claim_loop(), name="jobql-worker-claim"),
+            self._supervise(lambda: self._listen(WAKEUP), "jobql-worker-wakeup"),
+            self._supervise(self._claim_loop, "jobql-worker-claim"),
         ]
         self._keeping = [
-            asyncio.create_task(self._listen(CONTROL), name="jobql-worker-control"),
-            asyncio.create_task(self._lease_loop(), name="jobql-worker-leases"),
+            self._supervise(lambda: self._listen(CONTROL), "jobql-worker-control"),
+            self._supervise(self._lease_loop, "jobql-worker-leases"),
         ]
+
+    @staticmethod
+    def _supervise(loop: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
+        """Run a loop that should only end when cancelled; should it fail (a bug: each
+        loop handles outages itself), log it and start it again."""
+
+        async def supervised() -> None:
+            while True:
+                try:
+                    await loop()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s failed; restarting it", name)
+                    await asyncio.sleep(1.0)
+
+        return asyncio.create_task(supervised(), name=name)
 
     async def stop(self) -> None:
         """Stop claiming; give running jobs the grace period (their leases renewed and

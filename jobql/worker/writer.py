@@ -42,11 +42,21 @@ class EventWriter(BackgroundLoop):
                 future.set_exception(RuntimeError("event writer closed"))
         self._pending.clear()
 
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        super()._ended(task)
+        # Writes left waiting would wait forever.
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(RuntimeError("event writer stopped"))
+        self._pending.clear()
+
     async def write(self, write: EventWrite) -> list[StoredEvent] | None:
         """The events as stored (committed), or None when the job is no longer the
         writer's (lease lost, or a cancel won the race)."""
         if not self.running:
             raise RuntimeError("event writer not started")
+        if self.failed:
+            raise RuntimeError("event writer stopped")
         future: asyncio.Future[list[StoredEvent] | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -88,17 +98,20 @@ class EventWriter(BackgroundLoop):
             return
         try:
             results = await self.store.append_events([w for w, _ in live])
+            answers = list(zip(live, results, strict=True))
         except asyncio.CancelledError:
             for _, future in live:
                 if not future.done():
                     future.cancel()
             raise
         except Exception as exc:
+            # Each writer decides: an outage is retried (the write names the seq it
+            # follows, so a batch whose commit landed is not stored twice), a bug is not.
             for _, future in live:
                 if not future.done():
                     future.set_exception(exc)
             return
         self.batches += 1
-        for (_, future), result in zip(live, results, strict=True):
+        for (_, future), result in answers:
             if not future.done():
                 future.set_result(result)

@@ -143,3 +143,35 @@ async def test_writing_before_start_is_an_error() -> None:
     writer = EventWriter(RecordingStore())  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         await writer.write(delta("a"))
+
+
+async def test_a_store_answering_the_wrong_number_of_results_fails_its_writers_only() -> None:
+    store = RecordingStore()
+    writer = await started(store)
+    answer = store.append_events
+
+    async def short(writes: Sequence[EventWrite]) -> list[list[StoredEvent] | None]:
+        return (await answer(writes))[:-1]
+
+    store.append_events = short  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        writer.write(delta("a")), writer.write(delta("b")), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [ValueError, ValueError]
+    store.append_events = answer  # type: ignore[method-assign]
+    assert await writer.write(delta("c")) is not None
+    await writer.aclose()
+
+
+async def test_writes_fail_instead_of_hanging_when_the_writer_loop_dies() -> None:
+    writer = await started(RecordingStore())
+
+    def broken() -> list[object]:
+        raise AssertionError("a bug in the writer")
+
+    writer._take = broken  # type: ignore[assignment,method-assign]
+    with pytest.raises(RuntimeError, match="event writer stopped"):
+        await writer.write(delta("a"))
+    with pytest.raises(RuntimeError, match="event writer stopped"):
+        await writer.write(delta("b"))
+    await writer.aclose()

@@ -228,6 +228,29 @@ async def test_the_loops_ride_out_an_unreachable_database_and_say_so_once(
     assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_worker_loop_that_fails_is_logged_and_restarted(
+    rigs: list[Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig()
+    rigs.append(rig)
+    worker = rig.worker("w")
+    checks = 0
+
+    def overloaded_once_broken() -> bool:
+        nonlocal checks
+        checks += 1
+        if checks == 1:
+            raise AssertionError("a bug in the claim loop")
+        return False
+
+    worker.overloaded = overloaded_once_broken  # type: ignore[method-assign]
+    await worker.start()
+    job_id = await rig.submit("echo")
+    assert (await rig.until(job_id, {"SUCCEEDED"})).attempts == 1
+    (failure,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "jobql-worker-claim failed; restarting it" in failure.getMessage()
+
+
 def test_the_default_lease_rescues_a_vanished_workers_jobs_within_sixteen_seconds() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert (settings.lease_seconds, settings.lease_renew_seconds) == (15, 5)
