@@ -13,7 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from jobql.events.bus import BroadcastBus
-from jobql.observability.metrics import Metrics
+from jobql.observability.metrics import BusStats, Metrics
+from jobql.outages import is_outage
 from jobql.providers.anthropic import AnthropicProvider
 from jobql.providers.base import Provider
 from jobql.providers.openai_compat import OpenAICompatibleProvider
@@ -44,7 +45,13 @@ class Runtime:
     metrics: Metrics
 
     async def render_metrics(self) -> tuple[bytes, str]:
-        self.metrics.set_queue_depths(await self.store.count_by_status())
+        """The metrics, also while the database is down (metrics matter most then): the
+        queue depths keep their last values until it answers again."""
+        try:
+            self.metrics.set_queue_depths(await self.store.count_by_status())
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
         return self.metrics.render()
 
     async def database_ok(self) -> bool:
@@ -122,6 +129,7 @@ async def open_runtime(
         await bus.connect()
         providers = providers or build_providers(settings)
         metrics = Metrics(tasks={t.name for t in tasks.all()}, providers=providers.names())
+        metrics.watch_event_bus(lambda: BusStats(bus.healthy, bus.reconnects, bus.publish_failures))
         worker = None
         if with_worker:
             worker = Worker(

@@ -157,6 +157,12 @@ class BroadcastBus:
             self._connected and listener is not None and not listener.done() and backend_listening
         )
 
+    @property
+    def reconnects(self) -> int:
+        """Times the backend's listening connection was lost and made again."""
+        count: int = getattr(self._broadcast._backend, "reconnects", 0)
+        return count
+
     async def ready(self) -> bool:
         """The listener is up and the server answers a ping (Redis PING, PostgreSQL
         ``SELECT 1``), also in a process that subscribes to nothing. The ping's answer is

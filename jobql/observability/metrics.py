@@ -16,6 +16,9 @@ Series exported (names as they appear in the exposition):
 | `jobql_queue_depth` | gauge | `status` |
 | `jobql_service_unavailable_total` | counter | `operation` |
 | `jobql_rate_limiter_unavailable_total` | counter | `action` |
+| `jobql_event_bus_connected` | gauge | |
+| `jobql_event_bus_reconnects_total` | counter | |
+| `jobql_event_bus_publish_failures_total` | counter | |
 
 (Counters also get a `..._created` series holding their creation time; that is
 prometheus-client's default and harmless.)
@@ -40,7 +43,8 @@ creating a new series, so a bug or a hostile input can never blow up the number 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 from prometheus_client import (
@@ -51,6 +55,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from jobql.errors import ErrorCode
 from jobql.models.jobs import ACTIVE, TERMINAL, JobStatus
@@ -122,6 +128,40 @@ _CODES = frozenset(c.value for c in ErrorCode)
 _OUTCOMES = frozenset(o.value for o in SubmitOutcome)
 _OPERATIONS = frozenset(o.value for o in UnavailableOperation)
 _RATE_LIMITER_ACTIONS = frozenset({"allowed", "refused"})
+
+
+@dataclass(frozen=True)
+class BusStats:
+    """What the event bus says about itself when /metrics is scraped."""
+
+    connected: bool
+    reconnects: int
+    publish_failures: int
+
+
+class _BusCollector(Collector):
+    """Reads the bus's own counts at scrape time (the bus keeps them; no double books)."""
+
+    def __init__(self, stats: Callable[[], BusStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield GaugeMetricFamily(
+            "jobql_event_bus_connected",
+            "1 while the event bus's listening connection is up, 0 while it reconnects.",
+            value=1 if stats.connected else 0,
+        )
+        yield CounterMetricFamily(
+            "jobql_event_bus_reconnects",
+            "Times the event bus's listening connection was lost and made again.",
+            value=stats.reconnects,
+        )
+        yield CounterMetricFamily(
+            "jobql_event_bus_publish_failures",
+            "Messages the event bus could not publish (subscribers caught up from the log).",
+            value=stats.publish_failures,
+        )
 
 
 def _bounded(value: str, allowed: frozenset[str] | None) -> str:
@@ -298,6 +338,10 @@ class Metrics:
             values[label] = values.get(label, 0) + n if label == OTHER else n
         for label, n in values.items():
             self._queue_depth.labels(status=label).set(n)
+
+    def watch_event_bus(self, stats: Callable[[], BusStats]) -> None:
+        """Export the event bus's state and counts, read when /metrics is scraped."""
+        self.registry.register(_BusCollector(stats))
 
     # -- exposition -----------------------------------------------------------------------
 

@@ -82,6 +82,8 @@ async def test_metrics_endpoint(server: Server, api: Api) -> None:
     )
     assert value("jobql_queue_depth", "jobql_queue_depth", status="QUEUED") == 0
     assert value("jobql_active_subscriptions", "jobql_active_subscriptions") == 0
+    assert value("jobql_event_bus_connected", "jobql_event_bus_connected") == 1
+    assert value("jobql_event_bus_reconnects", "jobql_event_bus_reconnects_total") == 0
 
 
 async def test_json_logs_carry_request_and_job_ids(api: Api, json_logs: io.StringIO) -> None:

@@ -11,9 +11,11 @@ from jobql.models import JobStatus
 from jobql.observability.metrics import (
     OTHER,
     SUBMIT_BUCKETS,
+    BusStats,
     Metrics,
     SubmitOutcome,
 )
+from jobql.runtime import Runtime
 
 
 def scrape(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -229,3 +231,46 @@ def test_outage_counters_by_operation_and_rate_limiter_action() -> None:
     assert value(m, "jobql_service_unavailable_total", operation="other") == 1
     assert value(m, "jobql_rate_limiter_unavailable_total", action="allowed") == 1
     assert value(m, "jobql_rate_limiter_unavailable_total", action="refused") is None
+
+
+def test_event_bus_state_and_counts_are_read_when_scraped() -> None:
+    m = Metrics()
+    state = BusStats(connected=True, reconnects=0, publish_failures=0)
+    m.watch_event_bus(lambda: state)
+    assert value(m, "jobql_event_bus_connected") == 1
+    assert value(m, "jobql_event_bus_reconnects_total") == 0
+    state = BusStats(connected=False, reconnects=2, publish_failures=7)
+    assert value(m, "jobql_event_bus_connected") == 0
+    assert value(m, "jobql_event_bus_reconnects_total") == 2
+    assert value(m, "jobql_event_bus_publish_failures_total") == 7
+    assert families(m)["jobql_event_bus_reconnects"] == "counter"
+
+
+async def test_metrics_are_served_while_the_database_is_down() -> None:
+    """The queue depths keep their last values; every other series is still there."""
+
+    class DownStore:
+        calls = 0
+
+        async def count_by_status(self) -> dict[str, int]:
+            DownStore.calls += 1
+            if DownStore.calls > 1:
+                raise ConnectionRefusedError(111, "Connect call failed")
+            return {"QUEUED": 3}
+
+    m = Metrics()
+    runtime = Runtime(None, None, None, DownStore(), None, None, None, None, m)  # type: ignore[arg-type]
+    await runtime.render_metrics()
+    body, _ = await runtime.render_metrics()
+    assert DownStore.calls == 2
+    assert 'jobql_queue_depth{status="QUEUED"} 3.0' in body.decode()
+
+
+async def test_a_bug_while_rendering_metrics_is_not_hidden() -> None:
+    class BrokenStore:
+        async def count_by_status(self) -> dict[str, int]:
+            raise KeyError("status")
+
+    runtime = Runtime(None, None, None, BrokenStore(), None, None, None, None, Metrics())  # type: ignore[arg-type]
+    with pytest.raises(KeyError):
+        await runtime.render_metrics()
