@@ -9,6 +9,7 @@ import pytest
 
 from jobql.settings import Settings
 from tests.backends import BACKENDS, Backend, Databases, bus_url
+from tests.faults.servers import PostgresTemplate
 
 TESTS = Path(__file__).parent
 TEST_TASKS = TESTS / "tasks.toml"
@@ -51,3 +52,11 @@ def settings(backend: Backend, database_url: str) -> Settings:
         enforce_limits=False,  # the limit suites switch them on
         _env_file=None,  # type: ignore[call-arg]
     )
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[PostgresTemplate]:
+    """An initdb'ed PostgreSQL data directory for throwaway servers (tests/faults/servers.py)."""
+    template = PostgresTemplate()
+    yield template
+    template.cleanup()

@@ -249,15 +249,21 @@ class SupervisedPostgresBackend(BroadcastBackend):
         self.keepalive_timeout = KEEPALIVE_TIMEOUT
 
     async def connect(self) -> None:
-        self._pool = await asyncpg.create_pool(
+        """Connect, or fail leaving nothing open (so it can be called again)."""
+        pool = await asyncpg.create_pool(
             self._url,
             min_size=1,
             max_size=PG_PUBLISH_POOL_SIZE,
             timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
         )
-        async with self._lock:
-            await self._listen()
+        try:
+            async with self._lock:
+                await self._listen()
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
         self._keepalive = asyncio.create_task(self._keep_alive(), name="jobql-bus-pg-keepalive")
 
     async def disconnect(self) -> None:

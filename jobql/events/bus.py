@@ -50,6 +50,9 @@ class EventBus(Protocol):
 # A publish waits at most this long: a lost publish only delays subscribers, a stuck one
 # would hold a submit or a job's event writer.
 PUBLISH_TIMEOUT = 1.0
+# Waiting for a bus that is down when the process starts.
+CONNECT_FIRST_DELAY = 0.1
+CONNECT_MAX_DELAY = 2.0
 # How long a readiness answer is reused (probes stay cheap); a failed one is checked again
 # sooner, so readiness comes back quickly after the server does.
 READY_CACHE_SECONDS = 1.0
@@ -125,7 +128,24 @@ class BroadcastBus:
         self._ready: tuple[float, bool] | None = None  # (checked at, answer)
 
     async def connect(self) -> None:
-        await self._broadcast.connect()
+        """Connect, waiting for the server if it is down (a process started during an
+        outage waits for it, as a running one reconnects), with capped backoff."""
+        delay = CONNECT_FIRST_DELAY
+        waiting = False
+        while True:
+            try:
+                await self._broadcast.connect()
+                break
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                if not waiting:
+                    waiting = True
+                    log.warning("event bus unreachable (%r); waiting for it", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CONNECT_MAX_DELAY)
+        if waiting:
+            log.info("event bus reached")
         self._connected = True
 
     async def disconnect(self) -> None:

@@ -20,13 +20,6 @@ from tests.faults.servers import (
 )
 
 
-@pytest.fixture(scope="session")
-def pg_template() -> Iterator[PostgresTemplate]:
-    template = PostgresTemplate()
-    yield template
-    template.cleanup()
-
-
 @pytest.fixture
 def pg_server(pg_template: PostgresTemplate) -> Iterator[PostgresServer]:
     """A PostgreSQL instance of this test's own, started; the test may stop and start it."""

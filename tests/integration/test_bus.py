@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from jobql.events.backends import SupervisedPostgresBackend, SupervisedRedisBackend
 from jobql.events.bus import BoundedSubscription, BroadcastBus
 from tests.backends import Databases, bus_url
-from tests.faults.servers import RedisServer, wait_until
+from tests.faults.servers import PostgresServer, RedisServer, wait_until
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])
@@ -301,3 +301,35 @@ async def test_redis_frozen_the_silent_listening_connection_is_replaced(tmp_path
             os.kill(pid, signal.SIGCONT)
         await bus.disconnect()
         server.stop()
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_a_bus_down_at_start_is_waited_for(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A process started during an outage waits for the bus instead of exiting."""
+    if kind == "redis":
+        server: Any = RedisServer(tmp_path)
+        url = server.url
+    else:
+        server = PostgresServer(request.getfixturevalue("pg_template"))
+        url = server.url(driver="postgres")
+    bus = BroadcastBus(url)
+    connecting = asyncio.create_task(bus.connect())
+    try:
+        await asyncio.sleep(0.5)  # the outage goes on: nothing to await but time
+        assert not connecting.done()
+        await asyncio.to_thread(server.start)
+        async with asyncio.timeout(10):
+            await connecting
+        async with bus.subscribe("jobql.test.late") as subscription:
+            await bus.publish("jobql.test.late", {"n": 1})
+            assert await subscription.receive(5) == {"n": 1}
+        assert await bus.ready()
+    finally:
+        connecting.cancel()
+        await bus.disconnect()
+        if kind == "redis":
+            server.stop()
+        else:
+            server.cleanup()
