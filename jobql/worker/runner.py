@@ -140,10 +140,10 @@ class JobRunner:
         elif self._pending_stop is None:
             self._pending_stop = reason
 
-    # -- the run -------------------------------------------------------------------------
-
     def lease_renewed(self, until: float) -> None:
         self.lease_expires = max(self.lease_expires, until)
+
+    # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run the job to its end. Nothing escapes: an outage releases the job for another
