@@ -568,6 +568,25 @@ async def test_finish_applies_once_under_the_lease_and_bills_the_day(
     assert (await store.events_after(job.id, 3))[0] == event
 
 
+async def test_a_terminal_event_reads_back_exactly_as_written(
+    store: JobStore, new_caller: NewCaller
+) -> None:
+    # A worker whose finish raised after its commit landed recognises its terminal event
+    # in the log by comparing it with what it wrote.
+    job = await running(store, await new_caller())
+    finish = succeed(
+        job,
+        output='ünïcode ✓ and "quotes"',
+        result={"label": "positive", "confidence": 0.8731, "tags": ["a", "b"], "n": None},
+        usage=Usage(7, 395, 797_000),
+        at=utcnow(),
+    )
+    event = await store.finish(job.id, finish, Guard.lease("w"))
+    assert event is not None
+    (read,) = await store.events_after(job.id, event.seq - 1, limit=1)
+    assert (read.type, read.payload) == (finish.event_type, finish.payload)
+
+
 async def test_cancel_a_queued_job_ends_it_now_without_billing(
     store: JobStore, new_caller: NewCaller
 ) -> None:
