@@ -1,4 +1,5 @@
-"""Retrying through outages: capped exponential backoff, and one log line per outage.
+"""Retrying through outages: capped exponential backoff, and one log line per outage (or
+per streak of failures of a bug).
 
 An outage (jobql.outages.is_outage) is a database or bus that cannot be reached right now;
 the worker waits it out instead of failing jobs. Many runners and loops see the same outage
@@ -13,6 +14,8 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
+
+from jobql.outages import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +48,16 @@ class OutageLog:
         self.logger = logger
         self.since: float | None = None
         self.outages = 0  # how many have started, for tests and metrics
+        self._bug_told = False
 
     @property
     def down(self) -> bool:
         return self.since is not None
 
     def failed(self, doing: str, exc: BaseException) -> None:
+        if not is_outage(exc):
+            self._bug(doing, exc)
+            return
         if self.since is not None:
             return
         self.since = time.monotonic()
@@ -59,7 +66,17 @@ class OutageLog:
             "%s is unreachable (%s while %s); retrying", self.what, describe(exc), doing
         )
 
+    def _bug(self, doing: str, exc: BaseException) -> None:
+        """Not an outage: a bug, told with its traceback, once until something works again
+        (a loop that retries it every second would flood the log)."""
+        if self._bug_told:
+            self.logger.debug("failed again while %s", doing, exc_info=exc)
+            return
+        self._bug_told = True
+        self.logger.error("failed while %s; retrying", doing, exc_info=exc)
+
     def recovered(self) -> None:
+        self._bug_told = False
         if self.since is None:
             return
         seconds = time.monotonic() - self.since

@@ -21,7 +21,6 @@ from jobql.events.publisher import EventPublisher
 from jobql.models import Job
 from jobql.models.base import utcnow
 from jobql.observability.metrics import Metrics
-from jobql.outages import is_outage
 from jobql.providers.registry import ProviderRegistry
 from jobql.repositories.store import JobStore
 from jobql.settings import Settings
@@ -173,10 +172,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if is_outage(exc):
-                    self.bus_outage.failed(f"subscribing to {channel}", exc)
-                else:
-                    log.exception("worker lost its %s subscription; retrying", channel)
+                self.bus_outage.failed(f"listening to {channel}", exc)
                 # Whatever was published meanwhile is lost.
                 self._resync(channel)
                 await asyncio.sleep(backoff.delay())
@@ -210,10 +206,7 @@ class Worker:
                         for job in claimed:
                             self._start(job, claimed_at)
                 except Exception as exc:
-                    if not is_outage(exc):
-                        log.exception("claim failed")
-                    else:
-                        self.database.failed("claiming jobs", exc)
+                    self.database.failed("claiming jobs", exc)
                     # Try again after a backoff; a doorbell does not hurry it.
                     await asyncio.sleep(failures.delay())
                     continue
@@ -314,10 +307,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not is_outage(exc):
-                    log.exception("lease maintenance failed")
-                else:
-                    self.database.failed(doing, exc)
+                self.database.failed(doing, exc)
                 if doing == "renewing leases":
                     next_renew = 0.0  # again after the backoff
                 wait = failures.delay()

@@ -191,7 +191,9 @@ def cluster(
     return Cluster(pg_server, redis_server, processes, url, create_key(url), settings)
 
 
-def assert_gapless(events: dict[str, list[asyncpg.Record]], jobs: dict[str, asyncpg.Record]):
+def assert_gapless(
+    events: dict[str, list[asyncpg.Record]], jobs: dict[str, asyncpg.Record]
+) -> None:
     """Every job's log: seq 1..last_seq, one JobStarted per attempt, one terminal, last."""
     for job_id, log in events.items():
         job = jobs[job_id]

@@ -251,6 +251,31 @@ async def test_a_worker_loop_that_fails_is_logged_and_restarted(
     assert "jobql-worker-claim failed; restarting it" in failure.getMessage()
 
 
+async def test_a_bug_in_a_loop_is_told_once_with_its_traceback_and_the_loop_goes_on(
+    rigs: list[Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(worker_poll_seconds=0.05)
+    rigs.append(rig)
+    claim = rig.store.store.claim
+    broken = 0
+
+    async def buggy_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal broken
+        if broken < 5:
+            broken += 1
+            raise KeyError("a bug, not an outage")
+        return await claim(*args, **kwargs)
+
+    rig.store.store.claim = buggy_claim
+    await rig.worker("w").start()
+    job_id = await rig.submit("echo")
+    assert (await rig.until(job_id, {"SUCCEEDED"})).attempts == 1
+    assert broken == 5
+    told = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in told] == ["failed while claiming jobs; retrying"]
+    assert told[0].exc_info is not None
+
+
 def test_the_default_lease_rescues_a_vanished_workers_jobs_within_sixteen_seconds() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert (settings.lease_seconds, settings.lease_renew_seconds) == (15, 5)
