@@ -399,6 +399,15 @@ class SqlJobStore:
             )
         return [Claimed(job, event) for job, event in zip(jobs, started, strict=True)]
 
+    async def held(self, worker_id: str) -> list[Job]:
+        stmt = (
+            select(Job)
+            .where(Job.status == _RUNNING, Job.lease_owner == worker_id)
+            .order_by(Job.created_at, Job.id)
+        )
+        async with self.reads() as session:
+            return list(await session.scalars(stmt))
+
     async def renew_leases(
         self, worker_id: str, job_ids: Sequence[str], lease: timedelta
     ) -> dict[str, datetime | None]:

@@ -270,6 +270,14 @@ class MemoryJobStore:
             claimed.append(Claimed(_copy(job), _event(started)))
         return claimed
 
+    async def held(self, worker_id: str) -> list[Job]:
+        jobs = [
+            j
+            for j in self._jobs.values()
+            if j.status == JobStatus.RUNNING.value and j.lease_owner == worker_id
+        ]
+        return [_copy(j) for j in sorted(jobs, key=lambda j: (j.created_at, j.id))]
+
     async def renew_leases(
         self, worker_id: str, job_ids: Sequence[str], lease: timedelta
     ) -> dict[str, datetime | None]:

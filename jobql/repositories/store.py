@@ -150,6 +150,11 @@ class JobStore(Protocol):
         """Up to ``limit`` queued jobs, oldest first, each with its JobStarted{attempt}."""
         ...
 
+    async def held(self, worker_id: str) -> list[Job]:
+        """The running jobs whose lease ``worker_id`` holds: a worker whose claim raised
+        after its commit landed (the answer was lost) finds the jobs it took here."""
+        ...
+
     async def renew_leases(
         self, worker_id: str, job_ids: Sequence[str], lease: timedelta
     ) -> dict[str, datetime | None]:

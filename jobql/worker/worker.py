@@ -18,9 +18,11 @@ from datetime import timedelta
 from jobql.events.bus import EventBus
 from jobql.events.channels import CONTROL, WAKEUP
 from jobql.events.publisher import EventPublisher
+from jobql.events.types import EventType
 from jobql.models import Job
 from jobql.models.base import utcnow
 from jobql.observability.metrics import Metrics
+from jobql.outages import is_outage
 from jobql.providers.registry import ProviderRegistry
 from jobql.repositories.store import JobStore
 from jobql.settings import Settings
@@ -73,6 +75,8 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._renew_now = asyncio.Event()
         self._claim_lock = asyncio.Lock()  # held from a claim until its jobs have started
+        # A claim raised on an outage: it may have committed, taking jobs nothing runs.
+        self._claim_uncertain = False
         self._stopping = False
         self._claiming: list[asyncio.Task[None]] = []
         self._keeping: list[asyncio.Task[None]] = []
@@ -194,6 +198,14 @@ class Worker:
             # while the claim runs must wake the next wait, not be lost until the next poll.
             self._wakeup.clear()
             self._slot_free.clear()
+            if self._claim_uncertain:
+                try:
+                    async with self._claim_lock:
+                        await self._adopt()
+                except Exception as exc:
+                    self.database.failed("looking for jobs claimed here", exc)
+                    await asyncio.sleep(failures.delay())
+                    continue
             free = self.settings.worker_concurrency - len(self.runners)
             overloaded = self.overloaded()
             if free > 0 and not overloaded:
@@ -204,8 +216,9 @@ class Worker:
                     async with self._claim_lock:
                         claimed = await self._claim(limit)
                         for job in claimed:
-                            self._start(job, claimed_at)
+                            self._start(job, claimed_at + self.settings.lease_seconds)
                 except Exception as exc:
+                    self._claim_uncertain = self._claim_uncertain or is_outage(exc)
                     self.database.failed("claiming jobs", exc)
                     # Try again after a backoff; a doorbell does not hurry it.
                     await asyncio.sleep(failures.delay())
@@ -246,7 +259,25 @@ class Worker:
             for waiter in waiters:
                 waiter.cancel()
 
-    def _start(self, job: Job, claimed_at: float) -> None:
+    async def _adopt(self) -> None:
+        """Start the jobs that a claim whose answer was lost took: they are held here with
+        their JobStarted written, and nothing runs them (else they would wait for their
+        lease to run out and be rescued as another attempt). A held job with events after
+        its JobStarted was released by its runner; its lease takes its course."""
+        for job in await self.store.held(self.worker_id):
+            if job.id in self.runners or job.lease_expires_at is None:
+                continue
+            last = await self.store.events_after(job.id, job.last_seq - 1, limit=1)
+            if not last or last[0].type is not EventType.JOB_STARTED:
+                continue
+            log.info("running a job whose claim answer was lost", extra={"job_id": job.id})
+            remaining = (job.lease_expires_at - utcnow()).total_seconds()
+            self._start(job, time.monotonic() + remaining)
+        self._claim_uncertain = False
+
+    def _start(self, job: Job, lease_expires: float) -> None:
+        """Run a claimed job; ``lease_expires`` is when its lease runs out, on the
+        monotonic clock."""
         runner = JobRunner(
             job,
             self.tasks.get(job.api_version, job.task),
@@ -257,7 +288,7 @@ class Worker:
             providers=self.providers,
             coalesce_seconds=self.settings.coalesce_ms / 1000,
             metrics=self.metrics,
-            lease_expires=claimed_at + self.settings.lease_seconds,
+            lease_expires=lease_expires,
             lease_margin=self.lease_margin,
             outage=self.database,
         )

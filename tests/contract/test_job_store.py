@@ -296,6 +296,22 @@ async def test_renew_leases_answers_cancel_requests_and_omits_jobs_not_held(
     assert await store.renew_leases("w", [], LEASE) == {}
 
 
+async def test_held_answers_the_running_jobs_of_one_worker(
+    store: JobStore, new_caller: NewCaller
+) -> None:
+    caller = await new_caller()
+    first, second, other, queued = await add_many(store, caller, 4)
+    await store.claim("w", 2, LEASE)
+    await store.claim("other", 1, LEASE)
+    assert [job.id for job in await store.held("w")] == [first, second]
+    assert [job.id for job in await store.held("other")] == [other]
+    (held,) = [job for job in await store.held("w") if job.id == first]
+    assert (held.status, held.lease_owner, held.last_seq) == ("RUNNING", "w", 2)
+    assert held.lease_expires_at is not None
+    assert await store.held("nobody") == []
+    assert (await store.get(queued)) is not None
+
+
 async def test_concurrent_appends_get_gapless_seqs(store: JobStore, new_caller: NewCaller) -> None:
     job = await running(store, await new_caller())  # seq 2: JobStarted
 

@@ -16,12 +16,15 @@ import pytest
 
 from jobql.events.bus import BoundedSubscription, Subscription
 from jobql.events.channels import WAKEUP
+from jobql.events.types import EventType
 from jobql.models.base import utcnow
 from jobql.providers.registry import ProviderRegistry
 from jobql.providers.simulated import SimulatedProvider
 from jobql.repositories.memory import MemoryJobStore
+from jobql.repositories.store import EventWrite, NewEvent
 from jobql.services.jobs import JobService, SubmitRequest, Submitted
 from jobql.settings import Settings
+from jobql.states import Usage
 from jobql.tasks import load_tasks
 from jobql.worker import Worker
 from jobql.worker.worker import RESCUE_EVERY_SECONDS
@@ -274,6 +277,33 @@ async def test_a_bug_in_a_loop_is_told_once_with_its_traceback_and_the_loop_goes
     told = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in told] == ["failed while claiming jobs; retrying"]
     assert told[0].exc_info is not None
+
+
+async def test_jobs_of_a_claim_whose_answer_was_lost_run_on_attempt_one(rigs: list[Rig]) -> None:
+    rig = Rig()  # a 15 s lease: no rescue within the test
+    rigs.append(rig)
+    rig.store.plans["claim"] = ["after"]  # committed, then the connection dropped
+    job_id = await rig.submit("echo")
+    await rig.worker("w").start()
+    job = await rig.until(job_id, {"SUCCEEDED"})
+    assert job.attempts == 1
+    assert rig.store.failures["claim"] == 1
+
+
+async def test_a_released_job_with_output_is_left_to_its_lease(rigs: list[Rig]) -> None:
+    rig = Rig()
+    rigs.append(rig)
+    job_id = await rig.submit("echo")
+    await rig.store.claim("w", 1, timedelta(seconds=15))
+    write = EventWrite(
+        job_id, "w", (NewEvent(EventType.OUTPUT_DELTA, {"text": "partial"}),), Usage()
+    )
+    await rig.store.append_events([write])
+    worker = rig.worker("w")  # the same worker id: the job is held here, by nothing
+    worker._claim_uncertain = True
+    await worker._adopt()
+    assert worker.runners == {}
+    assert not worker._claim_uncertain
 
 
 def test_the_default_lease_rescues_a_vanished_workers_jobs_within_sixteen_seconds() -> None:
