@@ -80,7 +80,7 @@ class Worker:
         self._stopping = False
         self._claiming: list[asyncio.Task[None]] = []
         self._keeping: list[asyncio.Task[None]] = []
-        self.database = OutageLog("the database", log)
+        self.database_outage = OutageLog("the database", log)
         self.bus_outage = OutageLog("the event bus", log)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -203,7 +203,7 @@ class Worker:
                     async with self._claim_lock:
                         await self._adopt()
                 except Exception as exc:
-                    self.database.failed("looking for jobs claimed here", exc)
+                    self.database_outage.failed("looking for jobs claimed here", exc)
                     await asyncio.sleep(failures.delay())
                     continue
             free = self.settings.worker_concurrency - len(self.runners)
@@ -219,11 +219,11 @@ class Worker:
                             self._start(job, claimed_at + self.settings.lease_seconds)
                 except Exception as exc:
                     self._claim_uncertain = self._claim_uncertain or is_outage(exc)
-                    self.database.failed("claiming jobs", exc)
+                    self.database_outage.failed("claiming jobs", exc)
                     # Try again after a backoff; a doorbell does not hurry it.
                     await asyncio.sleep(failures.delay())
                     continue
-                self.database.recovered()
+                self.database_outage.recovered()
                 failures.reset()
                 if len(claimed) == limit:
                     continue  # a full batch: the queue may hold more
@@ -290,7 +290,7 @@ class Worker:
             metrics=self.metrics,
             lease_expires=lease_expires,
             lease_margin=self.lease_margin,
-            outage=self.database,
+            outage=self.database_outage,
         )
         if job.cancel_requested_at is not None:
             runner.stop(StopReason.CANCELLED)
@@ -338,12 +338,12 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.database.failed(doing, exc)
+                self.database_outage.failed(doing, exc)
                 if doing == "renewing leases":
                     next_renew = 0.0  # again after the backoff
                 wait = failures.delay()
                 continue
-            self.database.recovered()
+            self.database_outage.recovered()
             failures.reset()
             wait = max(0.0, min(tick, next_renew - time.monotonic()))
 
