@@ -406,6 +406,8 @@ class JobRunner:
         # LEASE_LOST: the job is someone else's now; write nothing.
 
     async def _landed(self, finish: Finish) -> StoredEvent | None:
+        """The terminal event of ``finish``, if it follows this runner's last event in
+        the log (no other writer could have put an equal one there)."""
         following = await self.store.events_after(self.job.id, self.last_seq, limit=1)
         if following and (following[0].type, following[0].payload) == (
             finish.event_type,
