@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable
@@ -18,8 +19,9 @@ from starlette.types import Receive, Scope, Send
 from jobql.http.body_limit import BodyLimitMiddleware
 from jobql.http.graphql import GraphQLView
 from jobql.http.request_id import RequestIdMiddleware
+from jobql.http.response_limit import ResponseLimitMiddleware
 from jobql.providers.registry import ProviderRegistry
-from jobql.runtime import Runtime, freeze_long_lived_objects, open_runtime
+from jobql.runtime import ConfigError, Runtime, freeze_long_lived_objects, open_runtime
 from jobql.schema.v1.schema import build_schema
 from jobql.services.container import open_services
 from jobql.settings import Settings
@@ -56,11 +58,18 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings()
     v1 = _Endpoint()
+    check_profile(settings)
     schema_v1 = build_schema(
         introspection=settings.introspection,
+        field_suggestions=settings.field_suggestions,
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_query_aliases,
         max_tokens=settings.max_query_tokens,
+        max_directives=settings.max_query_directives,
+        max_directives_per_node=settings.max_query_directives_per_field,
+        max_cost=settings.max_query_cost,
+        default_page_size=settings.default_page_size,
+        max_page_size=settings.max_page_size,
     )
 
     @contextlib.asynccontextmanager
@@ -97,6 +106,8 @@ def create_app(
         )
 
     async def metrics(request: Request) -> Response:
+        if (refused := metrics_refusal(request, settings)) is not None:
+            return refused
         runtime: Runtime = request.app.state.runtime
         body, content_type = await runtime.render_metrics()
         return Response(body, media_type=content_type)
@@ -113,8 +124,38 @@ def create_app(
         lifespan=lifespan,
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(ResponseLimitMiddleware, max_bytes=settings.max_response_bytes),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
+    )
+
+
+def check_profile(settings: Settings) -> None:
+    """What the production profile requires before the API may start; raises ConfigError."""
+    if settings.profile == "production" and not settings.ws_allowed_origins:
+        raise ConfigError(
+            "the production profile needs the browser origins allowed to open WebSockets: "
+            'set JOBQL_WS_ALLOWED_ORIGINS (a JSON list, e.g. ["https://app.example.com"])'
+        )
+
+
+def metrics_refusal(request: Request, settings: Settings) -> Response | None:
+    """None when the request may read /metrics: with a bearer token when one is set, else
+    only outside the production profile (there /metrics does not exist without one)."""
+    token = settings.metrics_token
+    if token is None:
+        if settings.profile == "production":
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return None
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+        sent.strip().encode(), token.get_secret_value().encode()
+    ):
+        return None
+    return JSONResponse(
+        {"error": "unauthorized"},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
     )
 
 

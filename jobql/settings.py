@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_TASKS_FILE = Path(__file__).parent / "tasks" / "demo.toml"
@@ -66,7 +66,8 @@ class Settings(BaseSettings):
 
     # Apply migrations when the API process starts (the embedded default does).
     migrate_on_start: bool = True
-    # Create and print a development API key when no key exists yet.
+    # Create and print a development API key when no key exists yet. Unset: only in the
+    # development profile on SQLite (the embedded default); true creates it anywhere.
     create_dev_key: bool = True
     # Run the worker inside the API process (embedded) instead of `jobql worker`.
     inline_worker: bool = True
@@ -122,8 +123,28 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_content: bool = False
 
+    # The profile sets the defaults of the switches below; a switch set on its own wins.
+    # "development" (the embedded default): GraphiQL, introspection, queries over GET and a
+    # development key (on SQLite), /metrics open. "production": all of those off, /metrics
+    # only with metrics_token, and ws_allowed_origins must be set (the server refuses to
+    # start otherwise). See docs/security.md.
+    profile: Literal["development", "production"] = "development"
     graphiql: bool = True
     introspection: bool = True
+    allow_get_queries: bool = True
+    # "Did you mean ...?" in validation errors: names of fields a caller did not ask for.
+    field_suggestions: bool = False
+    # /metrics requires `Authorization: Bearer <token>` when set; without it, /metrics is
+    # open in development and answers 404 in production.
+    metrics_token: SecretStr | None = None
+    # Per GraphQL document: directives in all (and on one field, fragment or operation), and
+    # the estimated cost (a list counts its page size times what is selected in it, heavy
+    # fields such as input and output their size class; see jobql/schema/cost.py).
+    max_query_directives: int = Field(default=50, ge=1)
+    max_query_directives_per_field: int = Field(default=4, ge=1)
+    max_query_cost: int = Field(default=5000, ge=1)
+    # An HTTP response above this is replaced by a RESPONSE_TOO_LARGE error.
+    max_response_bytes: int = Field(default=10_000_000, ge=1024)
     max_page_size: int = Field(default=100, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     ws_allowed_origins: list[str] = Field(default_factory=list)
@@ -136,6 +157,22 @@ class Settings(BaseSettings):
     # Model providers besides the built-in "simulated", by name:
     # JOBQL_PROVIDERS='{"openai": {"base_url": "https://api.openai.com/v1", "api_key": "sk-..."}}'
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _apply_profile(self) -> Settings:
+        explicit = self.model_fields_set
+        production = self.profile == "production"
+        defaults = {
+            "graphiql": not production,
+            "introspection": not production,
+            "allow_get_queries": not production,
+            "field_suggestions": False,
+            "create_dev_key": not production and self.database_url.startswith("sqlite"),
+        }
+        for name, value in defaults.items():
+            if name not in explicit:
+                object.__setattr__(self, name, value)
+        return self
 
     def limits_for(self, tier: str) -> TierLimits:
         return self.tier_limits.get(tier) or self.tier_limits.get("standard") or TierLimits()

@@ -19,6 +19,8 @@ from strawberry.schema.config import StrawberryConfig
 
 from jobql.resolvers.v1 import jobs as r
 from jobql.schema.base import Schema
+from jobql.schema.cost import CostModel, QueryCostLimiter
+from jobql.schema.directives import LimitErrorsOnly, directives_rule
 from jobql.schema.extensions import MaskInternalErrors, ResponseExtensions, should_mask
 from jobql.schema.v1 import errors as e
 from jobql.schema.v1.enums import V1JobStatus
@@ -100,9 +102,15 @@ EXTRA_TYPES = [
 def build_schema(
     *,
     introspection: bool = True,
+    field_suggestions: bool = False,
     max_depth: int = 10,
     max_aliases: int = 30,
     max_tokens: int = 2000,
+    max_directives: int = 50,
+    max_directives_per_node: int = 4,
+    max_cost: int = 5000,
+    default_page_size: int = 20,
+    max_page_size: int = 100,
 ) -> strawberry.Schema:
     # Validation rules are built once so that, with the parser cache handing back the same
     # document for the same query text, ValidationCache hits: repeated operations (what
@@ -110,9 +118,11 @@ def build_schema(
     rules: list[type[ASTValidationRule]] = [
         depth_rule(max_depth, None),
         aliases_rule(max_aliases),
+        directives_rule(max_directives, max_directives_per_node),
     ]
     if not introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
+    cost_model = CostModel(default_page_size=default_page_size, max_page_size=max_page_size)
     # Factories, not instances: Strawberry builds fresh extensions for every operation.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ResponseExtensions,
@@ -120,6 +130,8 @@ def build_schema(
         lambda: ParserCache(maxsize=256),
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=256),
+        LimitErrorsOnly,
+        lambda: QueryCostLimiter(max_cost, cost_model),
         lambda: MaskInternalErrors(
             should_mask_error=should_mask,
             error_message="Internal error; quote the request id when reporting it.",
@@ -131,7 +143,7 @@ def build_schema(
         subscription=Subscription,
         types=EXTRA_TYPES,
         extensions=extensions,
-        config=StrawberryConfig(disable_field_suggestions=True),
+        config=StrawberryConfig(disable_field_suggestions=not field_suggestions),
     )
 
 
