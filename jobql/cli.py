@@ -9,10 +9,14 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from jobql.observability.logging import configure_logging
 from jobql.services.limits import LimitOverrides
 from jobql.settings import Settings
+
+if TYPE_CHECKING:
+    from jobql.events.bus import BroadcastBus
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +94,13 @@ def serve_command(settings: Settings, host: str | None, port: int | None, worker
     app = create_app(settings)
     freeze_long_lived_objects()
     # log_config=None: uvicorn's own loggers go through ours (JSON, request ids).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        ws_max_size=settings.ws_max_message_bytes,
+    )
     return 0
 
 
@@ -135,6 +145,7 @@ def serve_processes(settings: Settings, workers: int) -> int:
         port=settings.port,
         workers=workers,
         log_config=None,
+        ws_max_size=settings.ws_max_message_bytes,
     )
     return 0
 
@@ -191,10 +202,13 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     from jobql.services.auth import KeyService
 
     engine = create_engine(settings.database_url)
+    bus = None
     try:
         if settings.migrate_on_start:
             await upgrade(engine)
-        service = KeyService(create_session_factory(engine))
+        if args.keys_command in ("revoke", "set-limits"):
+            bus = await open_bus_for_publishing(settings)
+        service = KeyService(create_session_factory(engine), bus=bus)
         if args.keys_command == "create":
             try:
                 _, key = await service.create(args.name, args.tier)
@@ -213,14 +227,61 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
                 return 2
             count = await service.set_limits(args.prefix, overrides, clear=args.reset)
             print(f"updated {count} caller(s)", file=sys.stderr)
+            if count:
+                explain_propagation(settings, bus)
             return 0 if count else 1
         else:
             count = await service.revoke(args.prefix)
             print(f"revoked {count} key(s)", file=sys.stderr)
+            if count:
+                explain_propagation(settings, bus)
             return 0 if count else 1
     finally:
+        if bus is not None:
+            await bus.disconnect()
         await engine.dispose()
     return 0
+
+
+# How long `jobql keys revoke` waits for the event bus before it gives up telling the
+# running servers (the change is in the database either way).
+BUS_CONNECT_SECONDS = 5.0
+
+
+async def open_bus_for_publishing(settings: Settings) -> BroadcastBus | None:
+    """The event bus the API processes listen on, to tell them about a revoked key at once;
+    None on memory:// (it reaches no other process) or when it cannot be reached."""
+    from jobql.events.bus import BroadcastBus
+
+    if settings.broadcast_url.startswith("memory"):
+        return None
+    bus = BroadcastBus(settings.broadcast_url)
+    try:
+        async with asyncio.timeout(BUS_CONNECT_SECONDS):
+            await bus.connect()
+    except Exception as exc:
+        print(f"jobql: cannot reach the event bus ({exc!r})", file=sys.stderr)
+        await bus.disconnect()
+        return None
+    return bus
+
+
+def explain_propagation(settings: Settings, bus: BroadcastBus | None) -> None:
+    """Say when running servers will see the change."""
+    if bus is not None and bus.publish_failures == 0:
+        print("running servers were told through the event bus", file=sys.stderr)
+    elif settings.broadcast_url.startswith("memory"):
+        print(
+            "the memory:// bus reaches no other process: a running server sees this within "
+            f"{settings.key_cache_fallback_seconds:g} s (JOBQL_KEY_CACHE_FALLBACK_SECONDS)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            "jobql: the event bus could not be told; running servers see this within "
+            f"{settings.key_cache_seconds:g} s (JOBQL_KEY_CACHE_SECONDS)",
+            file=sys.stderr,
+        )
 
 
 def parse_limit_overrides(

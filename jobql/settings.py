@@ -18,6 +18,11 @@ class TierLimits(BaseModel):
     rate_window_seconds: int = Field(default=60, ge=1)
     daily_cost_cap_usd: float = Field(default=10.0, ge=0, description="per UTC day")
     max_active_jobs: int = Field(default=10, ge=1, description="queued + running")
+    # Per caller, in each API process: open WebSocket connections, and subscriptions (and
+    # other operations in flight) across them. Past either cap the connection is closed with
+    # 4429 / the subscription is refused with an error.
+    max_ws_connections: int = Field(default=10, ge=1)
+    max_ws_subscriptions: int = Field(default=100, ge=1)
 
 
 class ProviderSettings(BaseModel):
@@ -46,9 +51,21 @@ class ProviderSettings(BaseModel):
 
 
 DEFAULT_TIER_LIMITS = {
-    "free": TierLimits(rate_limit=10, daily_cost_cap_usd=1.0, max_active_jobs=2),
+    "free": TierLimits(
+        rate_limit=10,
+        daily_cost_cap_usd=1.0,
+        max_active_jobs=2,
+        max_ws_connections=4,
+        max_ws_subscriptions=20,
+    ),
     "standard": TierLimits(),
-    "pro": TierLimits(rate_limit=600, daily_cost_cap_usd=100.0, max_active_jobs=50),
+    "pro": TierLimits(
+        rate_limit=600,
+        daily_cost_cap_usd=100.0,
+        max_active_jobs=50,
+        max_ws_connections=50,
+        max_ws_subscriptions=1000,
+    ),
 }
 
 
@@ -149,6 +166,21 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=20, ge=1)
     ws_allowed_origins: list[str] = Field(default_factory=list)
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    # Key revocation and WebSocket budgets (docs/security.md). A key lookup is cached for
+    # key_cache_seconds while a shared event bus carries revocations to this process, and
+    # for key_cache_fallback_seconds otherwise (memory:// bus, or the bus is down); open
+    # WebSockets are re-checked at that fallback interval then too.
+    key_cache_seconds: float = Field(default=30.0, ge=0)
+    key_cache_fallback_seconds: float = Field(default=1.0, ge=0)
+    # Failed key lookups (unknown or revoked keys) per client address: a burst, then this
+    # many per second; past it requests get 429 with Retry-After (WebSockets close 4429)
+    # without a database lookup.
+    failed_auth_burst: int = Field(default=20, ge=1)
+    failed_auth_per_second: float = Field(default=1.0, gt=0)
+    # A WebSocket that sends no connection_init within this long is closed (4408).
+    ws_connection_init_timeout_seconds: float = Field(default=10.0, gt=0)
+    # WebSocket messages above this are refused: close 1009 (message too big).
+    ws_max_message_bytes: int = Field(default=256_000, ge=1024)
     # HTTP request bodies above this are refused with 413; task inputs above max_input_bytes
     # (as JSON) get InvalidInput.
     max_body_bytes: int = Field(default=1_000_000, ge=1024)

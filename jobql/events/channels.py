@@ -8,6 +8,10 @@ from jobql.events.types import StoredEvent
 
 CONTROL = "jobql.control"
 WAKEUP = "jobql.wakeup"
+# API keys revoked ({"revoked": [key id, ...]}) or callers whose limits changed
+# ({"changed": [principal id, ...]}): every API process drops them from its key cache and
+# closes the revoked keys' WebSockets.
+KEYS = "jobql.keys"
 
 # Bigger events travel as a reference (seq only) and subscribers read them from the
 # database; this keeps every payload far below the Postgres backend's 8000-byte limit.

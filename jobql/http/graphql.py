@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry import Schema
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.types.unset import UNSET, UnsetType
 
+from jobql.http.json_input import WS_BAD_REQUEST, BadJson, check_request, parse_json
 from jobql.http.request_id import request_id_of
 from jobql.outages import ServiceUnavailableError
 from jobql.resolvers.context import Context, Services
+
+log = logging.getLogger(__name__)
 
 # Legacy graphql-ws answers a rejected connection_init with close code 1011; both
 # protocols close with 4403 here, so clients see one code for "bad key".
@@ -27,6 +34,35 @@ TRY_AGAIN_LATER = 1013
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        """Strawberry's parser raises past its handlers on deep nesting or a huge integer
+        (the connection drops without a close frame) and lets NaN and lone surrogates
+        through: parse strictly and close with 4400 and the reason instead."""
+        max_tokens = cast("GraphQLView", self.view).services.settings.max_query_tokens
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                try:
+                    text = await self.ws.receive_text()
+                except KeyError as exc:
+                    raise NonTextMessageReceived from exc
+                try:
+                    message = parse_json(text)
+                    if isinstance(message, dict) and isinstance(message.get("payload"), dict):
+                        check_request(message["payload"], max_tokens)
+                except BadJson as exc:
+                    log.debug("bad WebSocket message refused: %s", exc)
+                    await self.close(WS_BAD_REQUEST, str(exc))
+                    return
+                except json.JSONDecodeError as exc:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from exc
+                    continue
+                yield message
+        except WebSocketDisconnect:
+            pass
+
     async def close(self, code: int, reason: str) -> None:
         if code in (1011, 4403) and getattr(self.ws.state, _UNAVAILABLE, False):
             code, reason = TRY_AGAIN_LATER, "Try Again Later"

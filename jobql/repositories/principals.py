@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date
 
 from sqlalchemy import BindParameter, String, bindparam, func, literal_column, select, update
@@ -44,13 +45,23 @@ class PrincipalRepository:
         self.session.add_all([principal, key])
         await self.session.flush()
 
-    async def by_key_hash(self, key_hash: str) -> Principal | None:
+    async def by_key_hash(self, key_hash: str) -> tuple[Principal, str] | None:
+        """The principal owning the active key with this hash, and the key's id."""
         stmt = (
-            select(Principal)
+            select(Principal, ApiKey.id)
             .join(ApiKey, ApiKey.principal_id == Principal.id)
             .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
         )
-        return (await self.session.scalars(stmt)).one_or_none()
+        row = (await self.session.execute(stmt)).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    async def inactive_among(self, key_ids: Collection[str]) -> set[str]:
+        """Which of these keys are revoked (or gone)."""
+        if not key_ids:
+            return set()
+        stmt = select(ApiKey.id).where(ApiKey.id.in_(list(key_ids)), ApiKey.revoked_at.is_(None))
+        active = set(await self.session.scalars(stmt))
+        return set(key_ids) - active
 
     async def get(self, principal_id: str) -> Principal | None:
         return await self.session.get(Principal, principal_id)
@@ -97,8 +108,9 @@ class PrincipalRepository:
             keyed_job_id=keyed,
         )
 
-    async def set_limits(self, key_prefix: str, values: dict[str, int | None]) -> int:
-        """Update the limit columns of the principal owning the key with this prefix."""
+    async def set_limits(self, key_prefix: str, values: dict[str, int | None]) -> list[str]:
+        """Update the limit columns of the principal owning the key with this prefix; the
+        ids of the principals updated."""
         owner = select(ApiKey.principal_id).where(ApiKey.prefix == key_prefix)
         stmt = (
             update(Principal)
@@ -107,13 +119,14 @@ class PrincipalRepository:
             .returning(Principal.id)
             .execution_options(synchronize_session=False)
         )
-        return len(list(await self.session.scalars(stmt)))
+        return list(await self.session.scalars(stmt))
 
-    async def revoke(self, key_prefix: str) -> int:
+    async def revoke(self, key_prefix: str) -> list[str]:
+        """Revoke the active keys with this prefix; their ids."""
         stmt = (
             update(ApiKey)
             .where(ApiKey.prefix == key_prefix, ApiKey.revoked_at.is_(None))
             .values(revoked_at=utcnow())
             .returning(ApiKey.id)
         )
-        return len(list(await self.session.scalars(stmt)))
+        return list(await self.session.scalars(stmt))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from graphql import GraphQLError
@@ -10,11 +11,11 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from jobql.observability.metrics import UnavailableOperation
-from jobql.services.auth import Caller, parse_bearer
+from jobql.services.auth import Caller, TooManyFailedLookups, parse_bearer
 from jobql.services.container import Services
 from jobql.services.ratelimit import RateState
 
-__all__ = ["Context", "Services", "Unauthenticated"]
+__all__ = ["Context", "Services", "TooManyFailedAuthentications", "Unauthenticated"]
 
 
 class Unauthenticated(GraphQLError):
@@ -22,6 +23,14 @@ class Unauthenticated(GraphQLError):
         super().__init__(
             "Missing or invalid API key: send `Authorization: Bearer <key>`.",
             extensions={"code": "UNAUTHENTICATED"},
+        )
+
+
+class TooManyFailedAuthentications(GraphQLError):
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(
+            "Too many requests with invalid API keys from this address; retry later.",
+            extensions={"code": "TOO_MANY_REQUESTS", "retryAfterSeconds": retry_after_seconds},
         )
 
 
@@ -42,6 +51,8 @@ class Context:
         # Extra entries for the response's `extensions` (see ResponseExtensions).
         self.extensions: dict[str, Any] = {}
         self._caller: Caller | None = None
+        self._authenticated = False
+        self._auth_lock = asyncio.Lock()
 
     def credentials(self) -> str | None:
         if self.connection_params is not None:
@@ -51,10 +62,28 @@ class Context:
             return parse_bearer(value) if isinstance(value, str) else None
         return parse_bearer(self.request.headers.get("authorization"))
 
+    @property
+    def client_address(self) -> str | None:
+        client = self.request.client
+        return client.host if client is not None else None
+
     async def authenticate(self) -> Caller | None:
-        if self._caller is None:
-            self._caller = await self.services.keys.authenticate(self.credentials())
+        """The caller, looked up once per request (sibling fields share the answer).
+        Raises TooManyFailedLookups when this address sent too many bad keys lately."""
+        async with self._auth_lock:
+            if not self._authenticated:
+                self._caller = await self.services.keys.authenticate(
+                    self.credentials(), self.client_address
+                )
+                self._authenticated = True
         return self._caller
+
+    async def reauthenticate(self) -> Caller | None:
+        """Look the key up again (a WebSocket does before each new operation: the key may
+        have been revoked since connection_init); the cache makes this cheap."""
+        async with self._auth_lock:
+            self._authenticated = False
+        return await self.authenticate()
 
     def set_rate_limit_headers(self, rate: RateState) -> None:
         """RateLimit-Policy / RateLimit (IETF httpapi draft) and, when refused, Retry-After."""
@@ -78,7 +107,13 @@ class Context:
             self.response.status_code = 503
 
     async def caller(self) -> Caller:
-        caller = await self.authenticate()
+        try:
+            caller = await self.authenticate()
+        except TooManyFailedLookups as exc:
+            if isinstance(self.response, Response):
+                self.response.status_code = 429
+                self.response.headers["Retry-After"] = str(exc.retry_after_seconds)
+            raise TooManyFailedAuthentications(exc.retry_after_seconds) from None
         if caller is None:
             if isinstance(self.response, Response):
                 self.response.status_code = 401

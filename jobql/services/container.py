@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from jobql.runtime import Runtime
-from jobql.services.auth import KeyService
+from jobql.services.auth import FailedLookups, KeyService
 from jobql.services.jobs import JobService
 from jobql.services.ratelimit import RateLimiter
 from jobql.services.streams import StreamService
@@ -34,11 +35,21 @@ async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
         on_redis_error=settings.rate_limit_on_redis_error,
         metrics=runtime.metrics,
     )
+    keys = KeyService(
+        runtime.sessions,
+        bus=runtime.bus,
+        shared_bus=not settings.broadcast_url.startswith("memory"),
+        cache_seconds=settings.key_cache_seconds,
+        fallback_cache_seconds=settings.key_cache_fallback_seconds,
+        failed_lookups=FailedLookups(settings.failed_auth_burst, settings.failed_auth_per_second),
+    )
+    # Revocations published by any process (or `jobql keys revoke`) reach this one.
+    follow_keys = asyncio.create_task(keys.run(), name="jobql-key-revocations")
     try:
         yield Services(
             settings=settings,
             tasks=runtime.tasks,
-            keys=KeyService(runtime.sessions),
+            keys=keys,
             jobs=JobService(
                 settings,
                 store=runtime.store,
@@ -56,4 +67,7 @@ async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
             viewer=ViewerService(settings, runtime.sessions),
         )
     finally:
+        follow_keys.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await follow_keys
         await rate_limiter.aclose()
