@@ -1,15 +1,16 @@
-"""Refuse HTTP request bodies over a size limit with 413, before anything parses them."""
+"""Refuse HTTP request bodies over a size limit with 413, before anything parses them; then
+check the JSON of what is left strictly (jobql/http/json_input.py)."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jobql.http.json_input import JsonInputMiddleware, send_request_error
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, max_bytes: int, max_query_tokens: int = 2000) -> None:
+        self.app: ASGIApp = JsonInputMiddleware(app, max_query_tokens=max_query_tokens)
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -19,7 +20,7 @@ class BodyLimitMiddleware:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -33,7 +34,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -50,26 +51,11 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "data": None,
-                "errors": [
-                    {
-                        "message": f"Request body larger than {self.max_bytes} bytes.",
-                        "extensions": {"code": "PAYLOAD_TOO_LARGE"},
-                    }
-                ],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        await send_request_error(
+            scope,
+            send,
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"Request body larger than {self.max_bytes} bytes.",
         )
-        await send({"type": "http.response.body", "body": body})

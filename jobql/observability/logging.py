@@ -19,7 +19,16 @@ Content never goes to the logs. Prompts, job inputs, model output and provider r
 are the users' data: callers must not put them in log messages or `extra` fields. As a second
 line of defence, `extra` keys in `CONTENT_KEYS` (at any depth of a dict or list value) are
 dropped unless `configure_logging(include_content=True)` was called, which is meant for local
-debugging only. Exception tracebacks are logged as they are: they are for operators' logs.
+debugging only. Without it, also:
+
+- database errors (SQLAlchemy's, asyncpg's, sqlite3's) are logged by type and SQLSTATE only,
+  in tracebacks and in message arguments: their text quotes SQL parameters and the values a
+  statement choked on (an idempotency key, a prompt in a JSON column);
+- uvicorn's access and connection lines carry the path without its query string (a GET
+  query carries the whole GraphQL document and its variables).
+
+Whatever the setting, failures a client causes below the application (invalid UTF-8 in a
+WebSocket text frame) are logged by uvicorn at INFO without a traceback, not at ERROR.
 """
 
 from __future__ import annotations
@@ -53,6 +62,119 @@ _CORE_KEYS = ("ts", "level", "logger", "message", "request_id", "job_id", "exc")
 
 # The handler installed by configure_logging, replaced when it is called again.
 _installed: logging.Handler | None = None
+
+# Exceptions from these packages quote SQL parameters or the offending values in their text.
+_DATABASE_MODULES = ("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite", "psycopg")
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return any(module == m or module.startswith(m + ".") for m in _DATABASE_MODULES)
+
+
+def _type_name(exc_type: type[BaseException]) -> str:
+    if exc_type.__module__ == "builtins":
+        return exc_type.__qualname__
+    return f"{exc_type.__module__}.{exc_type.__qualname__}"
+
+
+def scrubbed_text(exc: BaseException) -> str:
+    """``str(exc)`` for logs without content: a database error by its driver's type and
+    SQLSTATE only."""
+    if not _is_database_error(exc):
+        return str(exc)
+    inner = getattr(exc, "orig", None)
+    driver = inner if isinstance(inner, BaseException) else exc
+    code = getattr(driver, "sqlstate", None) or getattr(driver, "pgcode", None)
+    detail = f"{type(driver).__name__}" + (f", SQLSTATE {code}" if code else "")
+    return f"({detail}) [text hidden: it may quote data; JOBQL_LOG_CONTENT=true shows it]"
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_exception(exc: BaseException, *, include_content: bool) -> str:
+    """A traceback like `traceback.format_exception`'s (causes and contexts included);
+    without content, database errors' text is replaced by `scrubbed_text`."""
+    if include_content:
+        return "".join(traceback.format_exception(exc))
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    link = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, _CONTEXT
+        else:
+            current = None
+    parts: list[str] = []
+    for item, link in reversed(chain):
+        if item.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            parts.extend(traceback.format_tb(item.__traceback__))
+        text = scrubbed_text(item)
+        name = _type_name(type(item))
+        parts.append(f"{name}: {text}\n" if text else f"{name}\n")
+        if link:
+            parts.append(link)
+    return "".join(parts)
+
+
+def _scrub_args(record: logging.LogRecord) -> logging.LogRecord:
+    """The record, or a copy whose exception arguments are scrubbed (``%s`` of an exc)."""
+    args = record.args
+    if not isinstance(args, tuple) or not any(
+        isinstance(a, BaseException) and _is_database_error(a) for a in args
+    ):
+        return record
+    copy = logging.makeLogRecord(record.__dict__)
+    copy.args = tuple(
+        scrubbed_text(a) if isinstance(a, BaseException) and _is_database_error(a) else a
+        for a in args
+    )
+    return copy
+
+
+class PathOnlyFilter(logging.Filter):
+    """Cuts the query string off the paths uvicorn logs (access lines, WebSocket
+    connections): `GET /v1/graphql?query=...` can carry a whole prompt."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_is_path_with_query(a) for a in record.args):
+            record.args = tuple(_path_only_of(a) for a in record.args)
+        return True
+
+
+def _is_path_with_query(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/") and "?" in value
+
+
+def _path_only_of(value: object) -> object:
+    return value.partition("?")[0] if isinstance(value, str) and value.startswith("/") else value
+
+
+# uvicorn's ERROR lines (with a traceback) for failures a client causes on purpose.
+CLIENT_FAILURES = frozenset({"Invalid UTF-8 sequence received from client."})
+
+
+class ClientFailuresAtInfoFilter(logging.Filter):
+    """Logs uvicorn's errors for bad client input at INFO, one line: anyone can send them,
+    and an ERROR with a traceback per request would flood the logs and page operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO and record.msg in CLIENT_FAILURES:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_path_only = PathOnlyFilter()
+_client_failures_at_info = ClientFailuresAtInfoFilter()
 
 
 @contextlib.contextmanager
@@ -118,7 +240,7 @@ class JsonFormatter(logging.Formatter):
             "ts": ts.replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": (record if self.include_content else _scrub_args(record)).getMessage(),
         }
         for name, var in (("request_id", request_id_var), ("job_id", job_id_var)):
             value = _context_value(record, name, var)
@@ -135,12 +257,11 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = _clean(value, self.include_content)
 
         if record.exc_info and record.exc_info[0] is not None:
-            exc_type, exc, tb = record.exc_info
+            exc_type, exc, _ = record.exc_info
+            assert exc is not None
             payload["exc"] = {
-                "type": f"{exc_type.__module__}.{exc_type.__qualname__}"
-                if exc_type.__module__ != "builtins"
-                else exc_type.__qualname__,
-                "traceback": "".join(traceback.format_exception(exc_type, exc, tb)),
+                "type": _type_name(exc_type),
+                "traceback": format_exception(exc, include_content=self.include_content),
             }
         if record.stack_info:
             payload["stack"] = record.stack_info
@@ -151,10 +272,21 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """Human-readable lines for local use; appends the request and job ids when known."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, include_content: bool = False) -> None:
         super().__init__(TEXT_FORMAT)
+        self.include_content = include_content
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        _, exc, _ = ei
+        if exc is None:
+            return super().formatException(ei)
+        return format_exception(exc, include_content=self.include_content).rstrip("\n")
 
     def format(self, record: logging.LogRecord) -> str:
+        if not self.include_content:
+            # A copy: another handler's formatter may have cached the full traceback on the
+            # record (exc_text), and ours must not be cached for it either.
+            record = logging.makeLogRecord({**_scrub_args(record).__dict__, "exc_text": None})
         line = super().format(record)
         ids = [
             f"{name}={value}"
@@ -202,7 +334,9 @@ def configure_logging(
 
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(
-        JsonFormatter(include_content=include_content) if json else TextFormatter()
+        JsonFormatter(include_content=include_content)
+        if json
+        else TextFormatter(include_content=include_content)
     )
     root = logging.getLogger()
     if _installed is not None:
@@ -220,5 +354,12 @@ def configure_logging(
     # ("Running upgrade ...") stay visible.
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if include_content:
+            logger.removeFilter(_path_only)
+        else:
+            logger.addFilter(_path_only)  # no-op when it is there already
+    logging.getLogger("uvicorn.error").addFilter(_client_failures_at_info)
     _installed = handler
     return handler

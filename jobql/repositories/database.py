@@ -15,7 +15,10 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, *, hide_parameters: bool = True, **kwargs: Any) -> AsyncEngine:
+    """``hide_parameters``: SQLAlchemy's errors (and their log lines) leave out a statement's
+    parameters, which hold prompts and idempotency keys; off only when content is logged."""
+    kwargs["hide_parameters"] = hide_parameters
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer at a time anyway, and waiting for it in
         # the pool's asyncio queue is first-come first-served, where SQLite's own busy

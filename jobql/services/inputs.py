@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -11,6 +12,59 @@ from jsonschema import Draft202012Validator
 from jobql.errors import InvalidInput, Violation
 
 MAX_IDEMPOTENCY_KEY = 255
+
+MAX_JSON_DEPTH = 64
+"""Nesting of arrays and objects in a JSON value a client sends (a request body too)."""
+MAX_INT_DIGITS = 100
+"""Digits of one integer in a JSON value a client sends."""
+_INT_BOUND = 10**MAX_INT_DIGITS
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` (JSON a client sent, already parsed) cannot be stored and read back
+    as JSON, or None. GraphQL literals reach us unchecked: `1e999` is infinity, an integer
+    literal over 4300 digits is NaN, and an object literal may nest deeper than any
+    reader wants; a lone UTF-16 surrogate cannot be encoded as UTF-8 at all."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return "Numbers must be finite (no NaN or Infinity)."
+        elif isinstance(item, int):
+            if not -_INT_BOUND < item < _INT_BOUND:
+                return f"Integers may have at most {MAX_INT_DIGITS} digits."
+        elif isinstance(item, str):
+            if not item.isascii() and _has_lone_surrogate(item):
+                return "Strings must not contain lone UTF-16 surrogates."
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return f"JSON may nest arrays and objects at most {MAX_JSON_DEPTH} deep."
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_json(field: str, value: Any) -> InvalidInput | None:
+    """InvalidInput for ``field`` when its JSON value cannot be stored (see json_problem)."""
+    if (problem := json_problem(value)) is None:
+        return None
+    return InvalidInput(
+        field=field, violations=(Violation(field, problem),), message=f"Invalid {field}: {problem}"
+    )
 
 
 def json_path(prefix: str, path: Any) -> str:

@@ -40,6 +40,7 @@ from jobql.services.auth import Caller
 from jobql.services.injection import HeuristicDetector, InjectionDetector, screen
 from jobql.services.inputs import (
     check_idempotency_key,
+    check_json,
     fingerprint,
     printable,
     validate_task_input,
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 MAX_METADATA_BYTES = 4096
 MAX_CANCEL_REASON = 500
 MAX_COST_USD = 1_000_000.0
+MIN_COST_USD = 1 / MICROS_PER_DOLLAR
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ class JobService:
             return _invalid("task", f"Unknown task {req.task[:100]!r}; see the `tasks` query.")
         if not isinstance(req.input, dict):
             return _invalid("input", "The input must be a JSON object.")
+        if (problem := check_json("input", req.input)) is not None:
+            return problem
         if len(json.dumps(req.input)) > self.settings.max_input_bytes:
             return _invalid(
                 "input", f"The input must be at most {self.settings.max_input_bytes} bytes of JSON."
@@ -277,11 +281,16 @@ class JobService:
             deadline_seconds = req.deadline_seconds
         max_cost_micros = None
         if req.max_cost_usd is not None:
-            if not 0 < req.max_cost_usd <= MAX_COST_USD:
+            # Below a micro-dollar the cap rounds to nothing: refused, not reserved as $0.
+            if not MIN_COST_USD <= req.max_cost_usd <= MAX_COST_USD:
                 return _invalid(
-                    "maxCostUsd", f"maxCostUsd must be greater than 0 and at most {MAX_COST_USD}."
+                    "maxCostUsd",
+                    f"maxCostUsd must be at least {MIN_COST_USD:.6f} (one micro-dollar) "
+                    f"and at most {MAX_COST_USD}.",
                 )
             max_cost_micros = round(req.max_cost_usd * MICROS_PER_DOLLAR)
+        if req.metadata is not None and (problem := check_json("metadata", req.metadata)):
+            return problem
         if req.metadata is not None and (
             not isinstance(req.metadata, dict) or len(json.dumps(req.metadata)) > MAX_METADATA_BYTES
         ):
