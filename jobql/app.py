@@ -125,7 +125,11 @@ def create_app(
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(ResponseLimitMiddleware, max_bytes=settings.max_response_bytes),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodyLimitMiddleware,
+                max_bytes=settings.max_body_bytes,
+                max_query_tokens=settings.max_query_tokens,
+            ),
         ],
     )
 

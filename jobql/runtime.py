@@ -119,7 +119,7 @@ async def open_runtime(
     tasks = load_tasks(settings.tasks_file)
     if with_worker:  # before anything is opened that would need closing
         check_task_providers(tasks, provider_names(settings, providers))
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, hide_parameters=not settings.log_content)
     try:
         if settings.migrate_on_start:
             await upgrade(engine)
