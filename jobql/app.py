@@ -21,7 +21,7 @@ from jobql.http.graphql import GraphQLView
 from jobql.http.request_id import RequestIdMiddleware
 from jobql.http.response_limit import ResponseLimitMiddleware
 from jobql.providers.registry import ProviderRegistry
-from jobql.runtime import ConfigError, Runtime, freeze_long_lived_objects, open_runtime
+from jobql.runtime import Runtime, check_profile, freeze_long_lived_objects, open_runtime
 from jobql.schema.v1.schema import build_schema
 from jobql.services.container import open_services
 from jobql.settings import Settings
@@ -132,15 +132,6 @@ def create_app(
             ),
         ],
     )
-
-
-def check_profile(settings: Settings) -> None:
-    """What the production profile requires before the API may start; raises ConfigError."""
-    if settings.profile == "production" and not settings.ws_allowed_origins:
-        raise ConfigError(
-            "the production profile needs the browser origins allowed to open WebSockets: "
-            'set JOBQL_WS_ALLOWED_ORIGINS (a JSON list, e.g. ["https://app.example.com"])'
-        )
 
 
 def metrics_refusal(request: Request, settings: Settings) -> Response | None:

@@ -66,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             check_configuration(
-                settings, with_worker=args.command == "worker" or settings.inline_worker
+                settings,
+                with_worker=args.command == "worker" or settings.inline_worker,
+                serving=args.command == "serve",
             )
         except ConfigError as exc:
             print(f"jobql: {exc}", file=sys.stderr)

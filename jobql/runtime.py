@@ -82,12 +82,23 @@ def provider_names(settings: Settings, providers: ProviderRegistry | None = None
     return {SimulatedProvider.name, *settings.providers}
 
 
-def check_configuration(settings: Settings, *, with_worker: bool) -> None:
+def check_configuration(settings: Settings, *, with_worker: bool, serving: bool = False) -> None:
     """What can be checked before a process starts serving; raises ConfigError."""
     if SimulatedProvider.name in settings.providers:
         raise ConfigError(f"provider name {SimulatedProvider.name!r} is the built-in one's")
+    if serving:
+        check_profile(settings)
     if with_worker:
         check_task_providers(load_tasks(settings.tasks_file), provider_names(settings))
+
+
+def check_profile(settings: Settings) -> None:
+    """What the production profile requires of an API process; raises ConfigError."""
+    if settings.profile == "production" and not settings.ws_allowed_origins:
+        raise ConfigError(
+            "the production profile needs the browser origins allowed to open WebSockets: "
+            'set JOBQL_WS_ALLOWED_ORIGINS (a JSON list, e.g. ["https://app.example.com"])'
+        )
 
 
 class ConfigError(RuntimeError):
