@@ -1,26 +1,42 @@
-"""The Strawberry ASGI view, wired to our context and API-key checks."""
+"""The Strawberry ASGI view, wired to our context and API-key checks, with per-key
+WebSocket budgets and revocation that closes open connections."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import cast
 
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry import Schema
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage,
+    StartMessage,
+)
 from strawberry.types.unset import UNSET, UnsetType
 
+from jobql.http.connections import ConnectionRegistry
 from jobql.http.json_input import WS_BAD_REQUEST, BadJson, check_request, parse_json
 from jobql.http.request_id import request_id_of
 from jobql.outages import ServiceUnavailableError
 from jobql.resolvers.context import Context, Services
+from jobql.services.auth import TooManyFailedLookups
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +47,15 @@ _REJECTED = "jobql_rejected"
 # Again Later" instead: graphql-ws clients retry it, where 4403 tells them to give up.
 _UNAVAILABLE = "jobql_unavailable"
 TRY_AGAIN_LATER = 1013
+# Over a budget (the caller's connection cap, or this address's failed key lookups): 4429
+# with the reason.
+_OVER_BUDGET = "jobql_over_budget"
+TOO_MANY_REQUESTS = 4429
+FORBIDDEN = 4403
+MESSAGE_TOO_BIG = 1009
+INIT_TIMEOUT = 4408
+# The protocol handler of a socket, for on_ws_connect to admit it.
+_CONNECTION = "jobql_connection"
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
@@ -64,15 +89,108 @@ class _WebSocketAdapter(ASGIWebSocketAdapter):
             pass
 
     async def close(self, code: int, reason: str) -> None:
+        over_budget = getattr(self.ws.state, _OVER_BUDGET, None)
         if code in (1011, 4403) and getattr(self.ws.state, _UNAVAILABLE, False):
             code, reason = TRY_AGAIN_LATER, "Try Again Later"
+        elif code in (1011, 4403) and over_budget:
+            code, reason = TOO_MANY_REQUESTS, over_budget
         elif code == 1011 and getattr(self.ws.state, _REJECTED, False):
             code, reason = 4403, "Forbidden"
-        await super().close(code, reason)
+        # Closing twice (a revocation racing the client's own close) is a no-op.
+        if self.ws.application_state == WebSocketState.DISCONNECTED:
+            return
+        with contextlib.suppress(RuntimeError, OSError):
+            await super().close(code, reason)
+
+
+def _operation_error(message: str, code: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": code})
+
+
+class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, with the caller's budgets and a key re-check per operation."""
+
+    view: GraphQLView
+
+    def operation_count(self) -> int:
+        return len(self.operations)
+
+    async def close_revoked(self) -> None:
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        await self.websocket.close(FORBIDDEN, "API key revoked")
+
+    async def handle(self) -> None:
+        setattr(self.context.request.state, _CONNECTION, self)
+        try:
+            await super().handle()
+        finally:
+            self.view.connections.release(self)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            refusal = await self.view.refuse_operation(self.context)
+            if refusal is not None:
+                error, close = refusal
+                await self.send_message(
+                    {"id": message["id"], "type": "error", "payload": [error.formatted]}
+                )
+                if close:
+                    await self.close_revoked()
+                return
+        await super().handle_subscribe(message)
+
+
+class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """Legacy graphql-ws (subscriptions-transport-ws), with the caller's budgets, a key
+    re-check per operation and the connection_init timeout the protocol lacks."""
+
+    view: GraphQLView
+    _init_timer: asyncio.Task[None] | None = None
+
+    def operation_count(self) -> int:
+        return len(self.tasks)
+
+    async def close_revoked(self) -> None:
+        await self.cleanup()
+        await self.websocket.close(FORBIDDEN, "API key revoked")
+
+    async def handle(self) -> None:
+        setattr(self.context.request.state, _CONNECTION, self)
+        self._init_timer = asyncio.create_task(self._close_uninitialised())
+        try:
+            await super().handle()
+        finally:
+            self._init_timer.cancel()
+            self.view.connections.release(self)
+
+    async def _close_uninitialised(self) -> None:
+        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+        await self.websocket.close(INIT_TIMEOUT, "Connection initialisation timeout")
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+        await super().handle_connection_init(message)
+
+    async def handle_start(self, message: StartMessage) -> None:
+        if self.connection_acknowledged and message["id"] not in self.tasks:
+            refusal = await self.view.refuse_operation(self.context)
+            if refusal is not None:
+                error, close = refusal
+                await self.send_message(
+                    {"type": "error", "id": message["id"], "payload": error.formatted}
+                )
+                if close:
+                    await self.close_revoked()
+                return
+        await super().handle_start(message)
 
 
 class GraphQLView(GraphQL[Context, None]):
     websocket_adapter_class = _WebSocketAdapter
+    graphql_transport_ws_handler_class = _TransportWSHandler
+    graphql_ws_handler_class = _LegacyWSHandler
 
     def __init__(self, schema: Schema, services: Services) -> None:
         settings = services.settings
@@ -80,11 +198,21 @@ class GraphQLView(GraphQL[Context, None]):
             schema,
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=settings.allow_get_queries,
-            connection_init_wait_timeout=timedelta(seconds=10),
+            connection_init_wait_timeout=timedelta(
+                seconds=settings.ws_connection_init_timeout_seconds
+            ),
             allowed_origins=settings.ws_allowed_origins,
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
         self.services = services
+        self.max_message_bytes = settings.ws_max_message_bytes
+        self.connections = ConnectionRegistry()
+        services.keys.watch(self.connections)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            receive, send = _limit_message_size(receive, send, self.max_message_bytes)
+        await super().__call__(scope, receive, send)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -92,17 +220,92 @@ class GraphQLView(GraphQL[Context, None]):
         return Context(self.services, request, response, request_id_of(request.scope))
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        state = context.request.state
         try:
             caller = await context.authenticate()
         except ServiceUnavailableError as exc:
-            setattr(context.request.state, _UNAVAILABLE, True)
+            setattr(state, _UNAVAILABLE, True)
             raise ConnectionRejectionError(
                 {
                     "message": "Service unavailable; connect again shortly.",
                     "retryAfterSeconds": exc.retry_after_seconds,
                 }
             ) from None
+        except TooManyFailedLookups as exc:
+            setattr(state, _OVER_BUDGET, "Too many invalid API keys from this address")
+            raise ConnectionRejectionError(
+                {
+                    "message": "Too many invalid API keys from this address; retry later.",
+                    "retryAfterSeconds": exc.retry_after_seconds,
+                }
+            ) from None
         if caller is None:
-            setattr(context.request.state, _REJECTED, True)
+            setattr(state, _REJECTED, True)
             raise ConnectionRejectionError({"message": "Missing or invalid API key."})
+        connection = getattr(state, _CONNECTION, None)
+        if connection is not None:
+            cap = self.services.settings.limits_for(caller.tier).max_ws_connections
+            if not self.connections.admit(connection, caller.id, caller.key_id, cap):
+                reason = f"Too many WebSocket connections for this API key (limit {cap})"
+                setattr(state, _OVER_BUDGET, reason)
+                raise ConnectionRejectionError({"message": reason, "limit": cap})
         return cast(UnsetType, UNSET)
+
+    async def refuse_operation(self, context: Context) -> tuple[GraphQLError, bool] | None:
+        """Why a new operation on an open connection is refused (and whether the
+        connection must close), or None. The key is looked up again (from the cache,
+        which a revocation clears), so a revoked key starts nothing new."""
+        try:
+            caller = await context.reauthenticate()
+        except ServiceUnavailableError:
+            # Nobody can revoke a key while the database is down; the operation itself
+            # answers ServiceUnavailable if it needs the database.
+            return None
+        except TooManyFailedLookups:
+            caller = None
+        if caller is None:
+            return _operation_error("API key revoked", "UNAUTHENTICATED"), True
+        cap = self.services.settings.limits_for(caller.tier).max_ws_subscriptions
+        if self.connections.operations(caller.id) >= cap:
+            message = (
+                f"Too many subscriptions for this API key (limit {cap} across its connections)"
+            )
+            return _operation_error(message, "TOO_MANY_SUBSCRIPTIONS"), False
+        return None
+
+
+def _limit_message_size(receive: Receive, send: Send, max_bytes: int) -> tuple[Receive, Send]:
+    """Refuse WebSocket messages over ``max_bytes`` with close code 1009, before they are
+    parsed. (`jobql serve` also sets uvicorn's ws_max_size, which refuses them while they
+    are read; this holds under any server.)"""
+    closed = False
+
+    async def limited_receive() -> Message:
+        nonlocal closed
+        message = await receive()
+        if message["type"] == "websocket.receive" and not closed and _size(message) > max_bytes:
+            closed = True
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": MESSAGE_TOO_BIG,
+                    "reason": f"Message too big (limit {max_bytes} bytes)",
+                }
+            )
+            return {"type": "websocket.disconnect", "code": MESSAGE_TOO_BIG}
+        return message
+
+    async def guarded_send(message: Message) -> None:
+        # Once closed for a too-big message, whatever the handler still sends is dropped.
+        if not closed:
+            await send(message)
+
+    return limited_receive, guarded_send
+
+
+def _size(message: Message) -> int:
+    text = message.get("text")
+    if isinstance(text, str):
+        return len(text) if text.isascii() else len(text.encode(errors="surrogatepass"))
+    data = message.get("bytes")
+    return len(data) if isinstance(data, bytes | bytearray) else 0
