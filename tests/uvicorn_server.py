@@ -16,7 +16,7 @@ async def uvicorn_serving(
 ) -> AsyncIterator[int]:
     """Yields the port. ``force_exit``: do not wait for open responses on the way out."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **config)
+        uvicorn.Config(app, host="127.0.0.1", port=0, **{"log_level": "warning", **config})
     )
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(30):

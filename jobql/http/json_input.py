@@ -176,6 +176,29 @@ async def send_request_error(
     await send({"type": "http.response.body", "body": body})
 
 
+def _server_close_as_disconnect(send: Send) -> Send:
+    """uvicorn closes a WebSocket itself when a client breaks the protocol (a text frame
+    that is not UTF-8 gets 1007) and raises RuntimeError on the app's next send (an ack
+    still on its way, say), logged at ERROR. The ASGI spec asks for an OSError there, which
+    Starlette turns into WebSocketDisconnect: raise that instead (and drop a close, as the
+    socket is closed), unless the app had closed the socket itself, which is a bug."""
+    app_closed = False
+
+    async def guarded(message: Message) -> None:
+        nonlocal app_closed
+        try:
+            await send(message)
+        except RuntimeError as exc:
+            if app_closed or "after sending 'websocket.close'" not in str(exc):
+                raise
+            if message["type"] != "websocket.close":
+                raise OSError("the server closed the WebSocket on a client's error") from exc
+        if message["type"] == "websocket.close":
+            app_closed = True
+
+    return guarded
+
+
 def _is_json(scope: Scope) -> bool:
     content_type = dict(scope["headers"]).get(b"content-type", b"")
     # Strawberry parses any content type that contains this as JSON.
@@ -192,6 +215,10 @@ class JsonInputMiddleware:
         self.max_query_tokens = max_query_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # Messages are checked in the GraphQL view's WebSocket adapter (iter_json).
+            await self.app(scope, receive, _server_close_as_disconnect(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
