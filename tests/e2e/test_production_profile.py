@@ -10,11 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from jobql.app import create_app
 from jobql.runtime import ConfigError
 from jobql.settings import Settings
-from tests.api import JOB_FIELDS, Api, Server, serve
+from tests.api import GRAPHQL_TRANSPORT_WS, JOB_FIELDS, Api, Server, serve
 
 ORIGIN = "https://app.example"
 TYPENAME = "query cop { __typename }"
@@ -230,6 +231,27 @@ async def test_a_page_of_ids_still_works(caller: Api) -> None:
     refused = await caller.post(full.replace("JOB_FIELDS", JOB_FIELDS), {"n": 100})
     assert codes(refused) == ["QUERY_TOO_COSTLY"]
     assert await caller.execute(full.replace("JOB_FIELDS", JOB_FIELDS), {"n": 20})
+
+
+async def test_websockets_work_and_are_costed_too(prod: Server, caller: Api) -> None:
+    job = await caller.submit_ok("echo", {"topic": "over a websocket"})
+    events = await caller.events(job["id"])
+    assert events[-1]["__typename"] == "V1JobSucceeded"
+    async with websockets.connect(
+        prod.ws_url,
+        subprotocols=[GRAPHQL_TRANSPORT_WS],  # type: ignore[list-item]
+        origin=ORIGIN,  # type: ignore[arg-type]
+    ) as ws:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {caller.key}"}}
+        await ws.send(json.dumps(init))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": AMPLIFICATION}})
+        )
+        answer = json.loads(await ws.recv())
+        errors = answer["payload"] if answer["type"] == "error" else answer["payload"]["errors"]
+        assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+        assert "data" not in answer["payload"] or answer["payload"]["data"] is None
 
 
 async def test_metrics_answer_404_without_a_token(prod: Server, caller: Api) -> None:

@@ -181,6 +181,8 @@ def test_serve_runs_several_processes_on_postgresql(databases: Databases, tmp_pa
         "JOBQL_BROADCAST_URL": REDIS_URL,
         "JOBQL_TASKS_FILE": str(Path(__file__).parent.parent / "tasks.toml"),
         "JOBQL_PORT": str(port),
+        # On PostgreSQL the development key is created only when asked for: once, here.
+        "JOBQL_CREATE_DEV_KEY": "true",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "jobql.cli", "serve", "--workers", "2"],
