@@ -25,7 +25,10 @@ debugging only. Without it, also:
   in tracebacks and in message arguments: their text quotes SQL parameters and the values a
   statement choked on (an idempotency key, a prompt in a JSON column);
 - uvicorn's access and connection lines carry the path without its query string (a GET
-  query carries the whole GraphQL document and its variables).
+  query carries the whole GraphQL document and its variables), and WebSocket frames are
+  not logged at DEBUG;
+- graphql-core's errors are logged by type only (their text quotes the document), and
+  asyncio's "Task exception was never retrieved" keeps its first line only.
 
 Whatever the setting, failures a client causes below the application (invalid UTF-8 in a
 WebSocket text frame) are logged by uvicorn at INFO without a traceback, not at ERROR.
@@ -63,13 +66,14 @@ _CORE_KEYS = ("ts", "level", "logger", "message", "request_id", "job_id", "exc")
 # The handler installed by configure_logging, replaced when it is called again.
 _installed: logging.Handler | None = None
 
-# Exceptions from these packages quote SQL parameters or the offending values in their text.
-_DATABASE_MODULES = ("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite", "psycopg")
+# Exceptions from these packages quote what they choke on in their text: SQL parameters and
+# values (the database drivers), the GraphQL document around an error (graphql-core).
+QUOTING_MODULES = ("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite", "psycopg", "graphql")
 
 
-def _is_database_error(exc: BaseException) -> bool:
+def _quotes_data(exc: BaseException) -> bool:
     module = type(exc).__module__
-    return any(module == m or module.startswith(m + ".") for m in _DATABASE_MODULES)
+    return any(module == m or module.startswith(m + ".") for m in QUOTING_MODULES)
 
 
 def _type_name(exc_type: type[BaseException]) -> str:
@@ -79,9 +83,9 @@ def _type_name(exc_type: type[BaseException]) -> str:
 
 
 def scrubbed_text(exc: BaseException) -> str:
-    """``str(exc)`` for logs without content: a database error by its driver's type and
-    SQLSTATE only."""
-    if not _is_database_error(exc):
+    """``str(exc)`` for logs without content: a database (or GraphQL) error by its driver's
+    type and SQLSTATE only."""
+    if not _quotes_data(exc):
         return str(exc)
     inner = getattr(exc, "orig", None)
     driver = inner if isinstance(inner, BaseException) else exc
@@ -126,16 +130,22 @@ def format_exception(exc: BaseException, *, include_content: bool) -> str:
 
 
 def _scrub_args(record: logging.LogRecord) -> logging.LogRecord:
-    """The record, or a copy whose exception arguments are scrubbed (``%s`` of an exc)."""
+    """The record, or a copy whose exception arguments are scrubbed (``%s`` of an exc).
+    asyncio's "Task exception was never retrieved" writes the exception's repr into the
+    message itself: only its first line is kept (the traceback follows, scrubbed)."""
     args = record.args
+    if record.name == "asyncio" and record.exc_info and isinstance(record.msg, str):
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.msg = (record.msg % args if args else record.msg).split("\n", 1)[0]
+        copy.args = None
+        return copy
     if not isinstance(args, tuple) or not any(
-        isinstance(a, BaseException) and _is_database_error(a) for a in args
+        isinstance(a, BaseException) and _quotes_data(a) for a in args
     ):
         return record
     copy = logging.makeLogRecord(record.__dict__)
     copy.args = tuple(
-        scrubbed_text(a) if isinstance(a, BaseException) and _is_database_error(a) else a
-        for a in args
+        scrubbed_text(a) if isinstance(a, BaseException) and _quotes_data(a) else a for a in args
     )
     return copy
 
@@ -158,6 +168,18 @@ def _path_only_of(value: object) -> object:
     return value.partition("?")[0] if isinstance(value, str) and value.startswith("/") else value
 
 
+class NoWebSocketFramesFilter(logging.Filter):
+    """Drops the frames the websockets library logs at DEBUG (through uvicorn's logger):
+    their text is the message a client sent or the data it was sent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.DEBUG
+            and isinstance(record.msg, str)
+            and record.msg.startswith(("< ", "> "))
+        )
+
+
 # uvicorn's ERROR lines (with a traceback) for failures a client causes on purpose.
 CLIENT_FAILURES = frozenset({"Invalid UTF-8 sequence received from client."})
 
@@ -174,6 +196,7 @@ class ClientFailuresAtInfoFilter(logging.Filter):
 
 
 _path_only = PathOnlyFilter()
+_no_frames = NoWebSocketFramesFilter()
 _client_failures_at_info = ClientFailuresAtInfoFilter()
 
 
@@ -356,10 +379,11 @@ def configure_logging(
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
-        if include_content:
-            logger.removeFilter(_path_only)
-        else:
-            logger.addFilter(_path_only)  # no-op when it is there already
+        for content_filter in (_path_only, _no_frames):
+            if include_content:
+                logger.removeFilter(content_filter)
+            else:
+                logger.addFilter(content_filter)  # no-op when it is there already
     logging.getLogger("uvicorn.error").addFilter(_client_failures_at_info)
     _installed = handler
     return handler
