@@ -40,6 +40,8 @@ _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 # A \u escape of a UTF-16 surrogate; only then can a parsed string hold a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _LONG_DIGITS = re.compile(rf"\d{{{MAX_INT_DIGITS + 1},}}")
+# Only a number with a long mantissa or an exponent of 3+ digits can overflow to infinity.
+_BIG_EXPONENT = re.compile(r"[eE][+-]?\d{3,}")
 
 
 class BadJson(ValueError):
@@ -103,13 +105,18 @@ def parse_json(data: bytes | str) -> Any:
             raise BadJson("The body is not valid UTF-8.") from None
     else:
         text = data
+    # The number hooks cost a Python call per number: only when a number could need them.
+    checked = bool(_LONG_DIGITS.search(text) or _BIG_EXPONENT.search(text))
     try:
         value = json.loads(
-            text, parse_constant=_refuse_constant, parse_int=_parse_int, parse_float=_parse_float
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_parse_int if checked else None,
+            parse_float=_parse_float if checked else None,
         )
     except RecursionError:
         raise BadJson(f"JSON may nest arrays and objects at most {MAX_DEPTH} deep.") from None
-    if depth_of(text) > MAX_DEPTH:
+    if text.count("[") + text.count("{") > MAX_DEPTH and depth_of(text) > MAX_DEPTH:
         raise BadJson(f"JSON may nest arrays and objects at most {MAX_DEPTH} deep.")
     if _SURROGATE_ESCAPE.search(text) and any(has_lone_surrogate(s) for s in _strings(value)):
         raise BadJson("Strings must not contain lone UTF-16 surrogates.")

@@ -10,8 +10,12 @@ import pytest
 from jobql.errors import ErrorCode, InvalidInput
 from jobql.services.inputs import (
     MAX_IDEMPOTENCY_KEY,
+    MAX_INT_DIGITS,
+    MAX_JSON_DEPTH,
     check_idempotency_key,
+    check_json,
     fingerprint,
+    json_problem,
     validate_task_input,
     with_defaults,
 )
@@ -216,3 +220,48 @@ def test_with_defaults_only_fills_top_level() -> None:
         },
     }
     assert with_defaults(schema, {"outer": {}}) == {"outer": {}, "flag": False}
+
+
+# -- JSON values (task input, metadata) --------------------------------------------------
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """An object nested ``depth`` levels deep (itself included)."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, 2.5, None, True, "caf\u00e9 \U0001f600"]},
+        {"n": 10**MAX_INT_DIGITS - 1, "m": -(10**MAX_INT_DIGITS - 1)},
+        _nested(MAX_JSON_DEPTH),
+    ],
+)
+def test_storable_json_has_no_problem(value: Any) -> None:
+    assert json_problem(value) is None
+    assert check_json("metadata", value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ({"a": float("nan")}, "finite"),
+        ({"a": [1, float("inf")]}, "finite"),
+        ({"a": -float("inf")}, "finite"),
+        ({"a": 10**MAX_INT_DIGITS}, "digits"),
+        ({"a": -(10**5000)}, "digits"),
+        ({"a": "x\ud800"}, "surrogate"),
+        ({"\udfff": 1}, "surrogate"),
+        (_nested(MAX_JSON_DEPTH + 1), "deep"),
+        (_nested(10_000), "deep"),
+    ],
+)
+def test_unstorable_json_is_invalid_input(value: Any, reason: str) -> None:
+    problem = check_json("metadata", value)
+    assert problem is not None
+    assert problem.field == "metadata"
+    assert reason in problem.violations[0].message

@@ -361,3 +361,152 @@ def test_alembic_plugin_chatter_is_held_back_but_migrations_show(
     assert [json.loads(raw)["message"] for raw in stream.getvalue().splitlines()] == [
         "Running upgrade a -> b"
     ]
+
+
+# -- content in exceptions, uvicorn's lines --------------------------------------------------
+
+SECRET = "prompt-canary-5b1e"
+
+
+async def _failed_insert(hide_parameters: bool) -> BaseException:
+    """A real SQLAlchemy error from SQLite whose parameters and message hold SECRET."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine("sqlite+aiosqlite://", hide_parameters=hide_parameters)
+    try:
+        async with engine.begin() as db:
+            await db.execute(text("CREATE TABLE t (v TEXT CHECK (v NOT LIKE '%canary%'))"))
+            await db.execute(text("INSERT INTO t VALUES (:v)"), {"v": SECRET})
+    except DBAPIError as exc:
+        return exc
+    finally:
+        await engine.dispose()
+    raise AssertionError("the insert did not fail")
+
+
+async def test_database_errors_are_logged_by_type_without_their_text(capture: Capture) -> None:
+    error = await _failed_insert(hide_parameters=False)
+    assert SECRET in str(error)  # what SQLAlchemy renders: [parameters: ('prompt-...',)]
+    try:
+        raise RuntimeError("while saving the job") from error
+    except RuntimeError:
+        capture.logger.exception("job failed")
+    capture.logger.warning("insert failed (%s)", error)
+    text_ = capture.buffer.getvalue()
+    assert SECRET not in text_
+    error_line, warning_line = capture.lines()
+    traceback_ = error_line["exc"]["traceback"]
+    assert "sqlalchemy.exc.IntegrityError: (IntegrityError) [text hidden" in traceback_
+    assert "RuntimeError: while saving the job" in traceback_
+    assert "direct cause" in traceback_
+    assert warning_line["message"].startswith("insert failed ((IntegrityError) [text hidden")
+
+
+async def test_database_errors_keep_their_text_with_include_content(
+    capture_with_content: Capture,
+) -> None:
+    error = await _failed_insert(hide_parameters=False)
+    capture_with_content.logger.error("job failed", exc_info=error)
+    assert SECRET in capture_with_content.lines()[0]["exc"]["traceback"]
+
+
+async def test_engine_hides_parameters_by_default() -> None:
+    from jobql.repositories.database import create_engine
+
+    engine = create_engine("sqlite+aiosqlite://")
+    assert engine.sync_engine.hide_parameters
+    await engine.dispose()
+    assert SECRET not in str(await _failed_insert(hide_parameters=True))
+
+
+def test_graphql_errors_are_logged_without_the_document(capture: Capture) -> None:
+    from graphql import GraphQLError, parse
+
+    try:
+        parse(f"{SECRET} {{")
+    except GraphQLError as exc:
+        capture.logger.error("parse failed", exc_info=exc)
+    assert SECRET not in capture.buffer.getvalue()
+    assert "GraphQLSyntaxError" in capture.lines()[0]["exc"]["traceback"]
+
+
+def test_text_format_scrubs_too_and_ignores_a_cached_traceback() -> None:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(TextFormatter())
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, None)
+    error = asyncio.run(_failed_insert(hide_parameters=False))
+    record.exc_info = (type(error), error, error.__traceback__)
+    record.exc_text = f"another handler's full traceback with {SECRET}"
+    handler.emit(record)
+    assert SECRET not in buffer.getvalue()
+    assert "IntegrityError" in buffer.getvalue()
+
+
+def _uvicorn_record(name: str, msg: str, args: tuple[object, ...]) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.INFO, __file__, 1, msg, args, None)
+
+
+def test_uvicorn_lines_carry_the_path_without_the_query_string(
+    restore_root_logger: logging.Logger,
+) -> None:
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    access = logging.getLogger("uvicorn.access")
+    access.info(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", f"/v1/graphql?query={SECRET}", "1.1", 400
+    )
+    logging.getLogger("uvicorn.error").info(
+        '%s - "WebSocket %s" [accepted]', "127.0.0.1:5", f"/v1/graphql?x={SECRET}"
+    )
+    lines = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert lines == [
+        '127.0.0.1:5 - "GET /v1/graphql HTTP/1.1" 400',
+        '127.0.0.1:5 - "WebSocket /v1/graphql" [accepted]',
+    ]
+    configure_logging("DEBUG", stream=stream, include_content=True)
+    access.info('"%s %s"', "GET", f"/v1/graphql?query={SECRET}")
+    assert SECRET in stream.getvalue()
+    configure_logging("INFO", stream=io.StringIO())
+
+
+def test_websocket_frames_are_not_logged(restore_root_logger: logging.Logger) -> None:
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    logging.getLogger("uvicorn.error").debug("< %s", f"TEXT '{SECRET}' [20 bytes]")
+    logging.getLogger("uvicorn.error").debug("= connection is %s", "OPEN")
+    assert SECRET not in stream.getvalue()
+    assert "connection is OPEN" in stream.getvalue()
+    configure_logging("INFO", stream=io.StringIO())
+
+
+def test_a_client_sending_invalid_utf8_is_logged_at_info_without_a_traceback(
+    restore_root_logger: logging.Logger,
+) -> None:
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    try:
+        b"\xff".decode()
+    except UnicodeDecodeError:
+        logging.getLogger("uvicorn.error").exception("Invalid UTF-8 sequence received from client.")
+    (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert line["level"] == "INFO"
+    assert "exc" not in line
+    configure_logging("INFO", stream=io.StringIO())
+
+
+def test_asyncio_task_reprs_keep_their_first_line_only(capture: Capture) -> None:
+    record = logging.LogRecord(
+        "asyncio",
+        logging.ERROR,
+        __file__,
+        1,
+        "Task exception was never retrieved\nfuture: <Task exception=Error(%r)>",
+        (SECRET,),
+        (ValueError, ValueError("x"), None),
+    )
+    capture.handler.handle(record)
+    (line,) = capture.lines()
+    assert line["message"] == "Task exception was never retrieved"
