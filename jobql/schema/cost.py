@@ -25,6 +25,7 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    NullValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
@@ -33,6 +34,7 @@ from graphql import (
     is_interface_type,
     is_list_type,
     is_object_type,
+    value_from_ast_untyped,
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
@@ -84,7 +86,14 @@ def operation_cost(
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    walk = _Walk(schema, fragments, dict(variables or {}), model)
+    # A variable left out takes its default from the document, as execution will.
+    values = {
+        d.variable.name.value: value_from_ast_untyped(d.default_value)
+        for d in operation.variable_definitions or ()
+        if d.default_value is not None
+    }
+    values.update(variables or {})
+    walk = _Walk(schema, fragments, values, model)
     return walk.selection_set(operation.selection_set, root, frozenset())
 
 
@@ -172,20 +181,22 @@ class _Walk:
 
     def _page_size(self, node: FieldNode) -> int:
         """The page a paged field can return: its `first` (a literal or a variable), capped at
-        the largest page; the default page when it is absent."""
+        the largest page; the default page when it is absent or null, the largest when it is
+        not an integer (validation or the resolver refuses it)."""
         model = self.model
-        for argument in node.arguments or ():
-            if argument.name.value != "first":
-                continue
-            value: Any = None
-            if isinstance(argument.value, IntValueNode):
-                value = int(argument.value.value)
-            elif isinstance(argument.value, VariableNode):
-                value = self.variables.get(argument.value.name.value, model.default_page_size)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return max(0, min(value, model.max_page_size))
-            return model.max_page_size
-        return model.default_page_size
+        argument = next((a for a in node.arguments or () if a.name.value == "first"), None)
+        value: Any = None
+        if argument is None or isinstance(argument.value, NullValueNode):
+            return model.default_page_size
+        if isinstance(argument.value, IntValueNode):
+            value = int(argument.value.value)
+        elif isinstance(argument.value, VariableNode):
+            value = self.variables.get(argument.value.name.value)
+            if value is None:
+                return model.default_page_size
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(0, min(value, model.max_page_size))
+        return model.max_page_size
 
 
 def too_costly(cost: int, limit: int) -> GraphQLError:

@@ -49,7 +49,12 @@ def test_a_page_size_in_a_variable_counts_as_sent(schema: GraphQLSchema) -> None
     query = "query P($n: Int) { jobs(first: $n) { edges { node { id } } } }"
     assert cost(schema, query, {"n": 2}) == 1 + 2 * 3
     assert cost(schema, query, {}) == 1 + 20 * 3  # absent: the default page
+    assert cost(schema, query, {"n": None}) == 1 + 20 * 3
     assert cost(schema, query, {"n": "x"}) == 1 + 100 * 3  # invalid: the largest page
+    assert cost(schema, "{ jobs(first: null) { edges { node { id } } } }") == 1 + 20 * 3
+    defaulted = "query P($n: Int = 100) { jobs(first: $n) { edges { node { id } } } }"
+    assert cost(schema, defaulted, {}) == 1 + 100 * 3  # as execution will use it
+    assert cost(schema, defaulted, {"n": 1}) == 1 + 1 * 3
 
 
 def test_fragments_count_and_cycles_end(schema: GraphQLSchema) -> None:
