@@ -23,6 +23,7 @@ from jobql.observability.logging import (
     job_id_var,
     request_id_var,
 )
+from tests.log_capture import all_logs
 
 
 @pytest.fixture
@@ -449,52 +450,43 @@ def _uvicorn_record(name: str, msg: str, args: tuple[object, ...]) -> logging.Lo
     return logging.LogRecord(name, logging.INFO, __file__, 1, msg, args, None)
 
 
-def test_uvicorn_lines_carry_the_path_without_the_query_string(
-    restore_root_logger: logging.Logger,
-) -> None:
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    access = logging.getLogger("uvicorn.access")
-    access.info(
-        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", f"/v1/graphql?query={SECRET}", "1.1", 400
-    )
-    logging.getLogger("uvicorn.error").info(
-        '%s - "WebSocket %s" [accepted]', "127.0.0.1:5", f"/v1/graphql?x={SECRET}"
-    )
-    lines = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
-    assert lines == [
+def test_uvicorn_lines_carry_the_path_without_the_query_string() -> None:
+    with all_logs() as logs:
+        access = logging.getLogger("uvicorn.access")
+        access.info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", f"/v1/graphql?q={SECRET}", "1.1", 400
+        )
+        logging.getLogger("uvicorn.error").info(
+            '%s - "WebSocket %s" [accepted]', "127.0.0.1:5", f"/v1/graphql?x={SECRET}"
+        )
+    assert [line["message"] for line in logs.lines()] == [
         '127.0.0.1:5 - "GET /v1/graphql HTTP/1.1" 400',
         '127.0.0.1:5 - "WebSocket /v1/graphql" [accepted]',
     ]
-    configure_logging("DEBUG", stream=stream, include_content=True)
-    access.info('"%s %s"', "GET", f"/v1/graphql?query={SECRET}")
-    assert SECRET in stream.getvalue()
-    configure_logging("INFO", stream=io.StringIO())
+    with all_logs(include_content=True) as logs:
+        access.info('"%s %s"', "GET", f"/v1/graphql?query={SECRET}")
+    assert SECRET in logs.text
 
 
-def test_websocket_frames_are_not_logged(restore_root_logger: logging.Logger) -> None:
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    logging.getLogger("uvicorn.error").debug("< %s", f"TEXT '{SECRET}' [20 bytes]")
-    logging.getLogger("uvicorn.error").debug("= connection is %s", "OPEN")
-    assert SECRET not in stream.getvalue()
-    assert "connection is OPEN" in stream.getvalue()
-    configure_logging("INFO", stream=io.StringIO())
+def test_websocket_frames_are_not_logged() -> None:
+    with all_logs() as logs:
+        logging.getLogger("uvicorn.error").debug("< %s", f"TEXT '{SECRET}' [20 bytes]")
+        logging.getLogger("uvicorn.error").debug("= connection is %s", "OPEN")
+    assert SECRET not in logs.text
+    assert "connection is OPEN" in logs.text
 
 
-def test_a_client_sending_invalid_utf8_is_logged_at_info_without_a_traceback(
-    restore_root_logger: logging.Logger,
-) -> None:
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    try:
-        b"\xff".decode()
-    except UnicodeDecodeError:
-        logging.getLogger("uvicorn.error").exception("Invalid UTF-8 sequence received from client.")
-    (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+def test_a_client_sending_invalid_utf8_is_logged_at_info_without_a_traceback() -> None:
+    with all_logs() as logs:
+        try:
+            b"\xff".decode()
+        except UnicodeDecodeError:
+            logging.getLogger("uvicorn.error").exception(
+                "Invalid UTF-8 sequence received from client."
+            )
+    (line,) = logs.lines()
     assert line["level"] == "INFO"
     assert "exc" not in line
-    configure_logging("INFO", stream=io.StringIO())
 
 
 def test_asyncio_task_reprs_keep_their_first_line_only(capture: Capture) -> None:
