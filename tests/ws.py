@@ -3,6 +3,7 @@ so tests can see close codes, refusals and errors exactly as the server sent the
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -72,13 +73,16 @@ class RawSocket:
             if message.get("id") == operation_id:
                 return message
 
-    async def closed(self) -> Closed:
-        """Wait for the server to close the socket; how."""
+    async def closed(self, timeout: float = 10.0) -> Closed:
+        """Wait (up to ``timeout``) for the server to close the socket; how."""
         try:
-            while True:
-                await self.receive()
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self.receive()
         except Closed as closed:
             return closed
+        except TimeoutError:
+            raise AssertionError(f"the server did not close the socket in {timeout} s") from None
 
     async def aclose(self) -> None:
         await self.ws.close()
