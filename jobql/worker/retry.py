@@ -85,8 +85,13 @@ class OutageLog:
 
 
 def describe(exc: BaseException) -> str:
-    """The driver's error in one short line (SQLAlchemy's message adds the statement and
-    its parameters, which have no place in a log line about an outage)."""
+    """The driver's error in one short line that quotes no data: its type, and the
+    SQLSTATE or the errno and address of a refused connection. A database's own message
+    may quote a row (PostgreSQL's "Failing row contains ..."), and SQLAlchemy's adds the
+    statement and its parameters; neither belongs in a log line about an outage."""
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    first = str(cause).strip().split("\n", 1)[0]
-    return f"{type(cause).__name__}: {first}"[:200] if first else type(cause).__name__
+    name = type(cause).__name__
+    if isinstance(cause, OSError):
+        return f"{name}: {cause}"[:200]  # e.g. [Errno 111] Connect call failed ('host', port)
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return f"{name} (SQLSTATE {sqlstate})" if isinstance(sqlstate, str) else name
