@@ -35,7 +35,7 @@ WAIT = 5.0  # the longest a stream may take before the test fails
 class FakeKeys:
     """Stands in for KeyService (SQL-backed): one known key."""
 
-    async def authenticate(self, key: str | None) -> Caller | None:
+    async def authenticate(self, key: str | None, client: str | None = None) -> Caller | None:
         return CALLER if key == KEY else None
 
 

@@ -106,10 +106,13 @@ class FakeKeys:
     def __init__(self) -> None:
         self.down = False
 
-    async def authenticate(self, key: str | None) -> Caller | None:
+    async def authenticate(self, key: str | None, client: str | None = None) -> Caller | None:
         if self.down:
             raise ServiceUnavailableError("the database") from outage()
         return CALLER if key == KEY else None
+
+    def watch(self, watcher: object) -> None:
+        """No revocations here: nothing to tell the WebSocket registry."""
 
 
 class FakeViewer:
