@@ -262,6 +262,8 @@ async def deployment(
         "worker_poll_seconds": 300,  # only the doorbell (or a freed slot) starts a job
         "lease_seconds": 30,
         "lease_renew_seconds": 10,  # only the bus makes a cancel land quickly
+        # One key holds every stream (one WebSocket each, reconnecting through outages).
+        "tier_limits": '{"standard": {"max_ws_connections": 100, "max_ws_subscriptions": 500}}',
     }
     apis = [
         processes.start(
