@@ -187,7 +187,12 @@ def cluster(
     migrate(url)
     tasks = tmp_path / "tasks.toml"
     tasks.write_text(TASKS)
-    settings: dict[str, Any] = {"tasks_file": tasks, "worker_poll_seconds": 0.5}
+    settings: dict[str, Any] = {
+        "tasks_file": tasks,
+        "worker_poll_seconds": 0.5,
+        # One key follows every job, one WebSocket each.
+        "tier_limits": '{"standard": {"max_ws_connections": 100, "max_ws_subscriptions": 500}}',
+    }
     return Cluster(pg_server, redis_server, processes, url, create_key(url), settings)
 
 
