@@ -211,6 +211,11 @@ def _clean_env(overrides: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+BENCH_TIER_LIMITS = json.dumps(
+    {"standard": {"max_ws_connections": 100_000, "max_ws_subscriptions": 100_000}}
+)
+
+
 def jobql_env(workdir: Path, source: Path | None = None, **settings: str) -> dict[str, str]:
     """The embedded default (SQLite file, memory:// bus, inline worker) plus ``settings``.
 
@@ -222,6 +227,9 @@ def jobql_env(workdir: Path, source: Path | None = None, **settings: str) -> dic
             "JOBQL_BROADCAST_URL": "memory://",
             "JOBQL_TASKS_FILE": str(TASKS_FILE),
             "JOBQL_INLINE_WORKER": "true",
+            # One benchmark key opens up to hundreds of WebSockets; the per-key WebSocket
+            # caps (tier limits, not settable per key) are lifted like its other limits.
+            "JOBQL_TIER_LIMITS": BENCH_TIER_LIMITS,
             **{f"JOBQL_{k.upper()}": v for k, v in settings.items()},
         }
     )
