@@ -98,6 +98,8 @@ class Stack:
             "JOBQL_INLINE_WORKER": "false",
             "JOBQL_ENFORCE_LIMITS": "false",
             "JOBQL_LOG_FORMAT": "text",
+            # One key follows every job here (20 WebSockets in one scenario).
+            "JOBQL_TIER_LIMITS": '{"standard": {"max_ws_connections": 1000}}',
         }
         env.update({f"JOBQL_{k.upper()}": str(v) for k, v in settings.items()})
         if SOURCE is not None:
