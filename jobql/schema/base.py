@@ -7,6 +7,7 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionContext
 
 from jobql.outages import RETRY_AFTER_SECONDS, ServiceUnavailableError, is_outage
@@ -21,7 +22,17 @@ _warn_unavailable = ThrottledWarning(
 def is_client_error(error: GraphQLError) -> bool:
     """Raised on purpose (authentication, bad arguments) or by validation: the client's
     mistake, answered in the response. Anything else is an exception nobody expected."""
-    return error.original_error is None or isinstance(error.original_error, GraphQLError)
+    return (
+        error.original_error is None
+        or isinstance(error.original_error, GraphQLError)
+        or is_unsupported_operation(error)
+    )
+
+
+def is_unsupported_operation(error: GraphQLError) -> bool:
+    """A query or mutation sent over the legacy graphql-ws protocol, which carries
+    subscriptions only (Strawberry raises this for it)."""
+    return isinstance(error.original_error, InvalidOperationTypeError)
 
 
 def retry_after_of(error: GraphQLError) -> int | None:

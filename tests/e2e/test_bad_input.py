@@ -236,3 +236,46 @@ async def test_max_cost_below_a_micro_dollar_is_refused(api: Api, value: float) 
 async def test_max_cost_of_one_micro_dollar_is_accepted(api: Api) -> None:
     job = await api.submit_ok("echo", {"topic": "x"}, maxCostUsd=0.000001)
     assert job["status"] in ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED")
+
+
+@pytest.mark.parametrize("protocol", [GRAPHQL_TRANSPORT_WS, LEGACY_GRAPHQL_WS])
+async def test_a_subscription_that_does_not_parse_is_answered_quietly(
+    settings: Settings, protocol: str
+) -> None:
+    """As any invalid document: graphql-transport-ws closes with 4400 and the syntax error
+    (as the protocol's library does), legacy graphql-ws answers it as the operation's error
+    and the connection goes on; neither logs above INFO."""
+    subscribe = "subscribe" if protocol == GRAPHQL_TRANSPORT_WS else "start"
+    broken = {"query": "subscription { jobEvents(jobId: "}
+    with all_logs() as logs:
+        async with serve_logged(settings) as server:
+            key = await server.new_key()
+            async with websockets.connect(server.ws_url, subprotocols=[protocol]) as ws:  # type: ignore[list-item]
+                init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}
+                await ws.send(json.dumps(init))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                await ws.send(json.dumps({"type": subscribe, "id": "1", "payload": broken}))
+                if protocol == GRAPHQL_TRANSPORT_WS:
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.recv()
+                    assert closed.value.rcvd is not None
+                    assert closed.value.rcvd.code == 4400
+                    assert "Syntax Error" in closed.value.rcvd.reason
+                else:
+                    answer = json.loads(await ws.recv())
+                    while answer["type"] == "ka":
+                        answer = json.loads(await ws.recv())
+                    assert (answer["type"], answer["id"]) == ("error", "1"), answer
+                    assert "Syntax Error" in json.dumps(answer["payload"])
+                    # The connection goes on; a query on it (this protocol carries
+                    # subscriptions only) is told so, also without an ERROR log line.
+                    await ws.send(
+                        json.dumps({"type": "start", "id": "2", "payload": {"query": VIEWER}})
+                    )
+                    answer = json.loads(await ws.recv())
+                    while answer.get("id") != "2":  # keep-alives, the first one's complete
+                        answer = json.loads(await ws.recv())
+                    assert answer["type"] == "error", answer
+                    assert answer["payload"]["extensions"]["code"] == "OPERATION_NOT_SUPPORTED"
+            await assert_ws_serves(server, key, protocol)
+    assert_quiet(logs)

@@ -9,7 +9,6 @@ from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRul
 from strawberry.extensions import (
     AddValidationRules,
     MaxTokensLimiter,
-    ParserCache,
     SchemaExtension,
     ValidationCache,
 )
@@ -21,7 +20,12 @@ from jobql.resolvers.v1 import jobs as r
 from jobql.schema.base import Schema
 from jobql.schema.cost import CostModel, QueryCostLimiter
 from jobql.schema.directives import LimitErrorsOnly, directives_rule
-from jobql.schema.extensions import MaskInternalErrors, ResponseExtensions, should_mask
+from jobql.schema.extensions import (
+    MaskInternalErrors,
+    ResponseExtensions,
+    SafeParserCache,
+    should_mask,
+)
 from jobql.schema.v1 import errors as e
 from jobql.schema.v1.enums import V1JobStatus
 from jobql.schema.v1.events import (
@@ -127,7 +131,7 @@ def build_schema(
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ResponseExtensions,
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        lambda: ParserCache(maxsize=256),
+        lambda: SafeParserCache(maxsize=256),
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=256),
         LimitErrorsOnly,
