@@ -3,9 +3,9 @@ check the JSON of what is left strictly (jobql/http/json_input.py)."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jobql.http.json_input import JsonInputMiddleware, send_request_error
+from jobql.http.json_input import JsonInputMiddleware, replaying, send_request_error
 
 
 class BodyLimitMiddleware:
@@ -39,17 +39,7 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         await send_request_error(

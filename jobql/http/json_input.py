@@ -212,6 +212,21 @@ def _is_json(scope: Scope) -> bool:
     return b"application/json" in content_type.lower()
 
 
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the already-read ``body`` as one message, then passes
+    on what the client sends next (its disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class JsonInputMiddleware:
     """Parses GraphQL request JSON strictly before the view does (it parses it again, which
     costs less than a bad body would) and answers 400 BAD_REQUEST on a bad one. Sits inside
@@ -258,16 +273,7 @@ class JsonInputMiddleware:
             return
         except json.JSONDecodeError:
             pass  # GraphQL answers a plain syntax error itself
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     async def _refuse(self, scope: Scope, send: Send, exc: BadJson) -> None:
         # No body, no query string: the reason is one of a few fixed sentences.
