@@ -22,6 +22,7 @@ from jobql.http.request_id import RequestIdMiddleware
 from jobql.http.response_limit import ResponseLimitMiddleware
 from jobql.providers.registry import ProviderRegistry
 from jobql.runtime import Runtime, check_profile, freeze_long_lived_objects, open_runtime
+from jobql.schema.exports import possible_types_json
 from jobql.schema.v1.schema import build_schema
 from jobql.services.container import open_services
 from jobql.settings import Settings
@@ -88,6 +89,15 @@ def create_app(
                 announce_dev_key(key, settings)
             yield
 
+    possible_types = possible_types_json(schema_v1).encode()
+
+    async def possible_types_v1(request: Request) -> Response:
+        return Response(
+            possible_types,
+            media_type="application/json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -115,6 +125,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/v1/graphql", v1, methods=["GET", "POST"]),
         WebSocketRoute("/v1/graphql", v1),
+        Route("/v1/possible-types.json", possible_types_v1),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

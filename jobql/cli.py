@@ -1,4 +1,4 @@
-"""The `jobql` command: serve | worker | migrate | keys create|list|revoke."""
+"""The `jobql` command: serve | worker | migrate | keys … | schema print|possible-types."""
 
 from __future__ import annotations
 
@@ -54,7 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits.add_argument("--max-active", type=int, metavar="N", help="queued + running jobs")
     limits.add_argument("--reset", action="store_true", help="back to the tier's defaults")
 
+    schema = sub.add_parser("schema", help="print what client tooling needs").add_subparsers(
+        dest="schema_command", required=True
+    )
+    schema.add_parser("print", help="the v1 schema as SDL (for codegen)")
+    schema.add_parser(
+        "possible-types",
+        help="the v1 interfaces and unions with their object types, as JSON "
+        "(Apollo Client's InMemoryCache possibleTypes)",
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        return schema_command(args.schema_command)
     settings = Settings()
     configure_logging(
         settings.log_level,
@@ -80,6 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         return asyncio.run(migrate_command(settings))
     return asyncio.run(keys_command(settings, args))
+
+
+def schema_command(what: str) -> int:
+    from jobql.schema.exports import possible_types_json, sdl
+    from jobql.schema.v1.schema import build_schema
+
+    schema = build_schema()
+    sys.stdout.write(sdl(schema) if what == "print" else possible_types_json(schema))
+    return 0
 
 
 def serve_command(settings: Settings, host: str | None, port: int | None, workers: int = 1) -> int:

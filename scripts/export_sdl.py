@@ -1,8 +1,10 @@
-"""Write the current v1 SDL to jobql/schema/v1/schema.graphql (the frozen contract snapshot).
+"""Write the current v1 SDL to jobql/schema/v1/schema.graphql (the frozen contract snapshot)
+and its possibleTypes to jobql/schema/v1/possible-types.json (served at
+/v1/possible-types.json for Apollo Client and other normalized caches).
 
 Usage:
-    python scripts/export_sdl.py          # rewrite the snapshot
-    python scripts/export_sdl.py --check  # exit 1 if the snapshot is out of date
+    python scripts/export_sdl.py          # rewrite both files
+    python scripts/export_sdl.py --check  # exit 1 if either is out of date
 """
 
 from __future__ import annotations
@@ -12,25 +14,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = ROOT / "jobql" / "schema" / "v1" / "schema.graphql"
+POSSIBLE_TYPES = ROOT / "jobql" / "schema" / "v1" / "possible-types.json"
+
+
+def current_files() -> dict[Path, str]:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from jobql.schema.exports import possible_types_json, sdl
+    from jobql.schema.v1.schema import build_schema
+
+    schema = build_schema()
+    return {SNAPSHOT: sdl(schema), POSSIBLE_TYPES: possible_types_json(schema)}
 
 
 def current_sdl() -> str:
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from jobql.schema.v1.schema import build_schema
-
-    return build_schema().as_str() + "\n"
+    return current_files()[SNAPSHOT]
 
 
 def main(argv: list[str]) -> int:
-    sdl = current_sdl()
+    files = current_files()
     if "--check" in argv:
-        if not SNAPSHOT.exists() or SNAPSHOT.read_text(encoding="utf-8") != sdl:
-            print(f"{SNAPSHOT.relative_to(ROOT)} is out of date; run scripts/export_sdl.py")
-            return 1
-        return 0
-    SNAPSHOT.write_text(sdl, encoding="utf-8")
-    print(f"wrote {SNAPSHOT.relative_to(ROOT)}")
+        stale = [p for p, text in files.items() if not p.exists() or p.read_text("utf-8") != text]
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is out of date; run scripts/export_sdl.py")
+        return 1 if stale else 0
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

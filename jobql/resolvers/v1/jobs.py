@@ -9,7 +9,13 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
-from jobql.errors import InvalidInput, JobNotCancellable, NotFound, ServiceUnavailable
+from jobql.errors import (
+    STREAM_CUT_MESSAGE,
+    InvalidInput,
+    JobNotCancellable,
+    NotFound,
+    ServiceUnavailable,
+)
 from jobql.events.types import Heartbeat
 from jobql.models import JobStatus
 from jobql.outages import ServiceUnavailableError
@@ -206,5 +212,19 @@ async def job_events(
                 # An outage cut the stream: the client resumes with after = item.last_seq.
                 yield mapping.service_unavailable(item, ctx.request_id)
                 return
-            else:
+            elif not item.is_terminal:
                 yield mapping.event(item, ctx.request_id)  # type: ignore[misc]
+            else:
+                # The terminal event carries the job's final state (committed with it).
+                final = await ctx.services.jobs.get(caller, item.job_id)
+                if isinstance(final, NotFound):
+                    yield mapping.not_found(final, ctx.request_id)
+                elif isinstance(final, ServiceUnavailable):
+                    # Resume just before the terminal event, to get it with its job.
+                    cut = ServiceUnavailable(
+                        final.retry_after_seconds, item.seq - 1, STREAM_CUT_MESSAGE
+                    )
+                    yield mapping.service_unavailable(cut, ctx.request_id)
+                else:
+                    yield mapping.event(item, ctx.request_id, final)  # type: ignore[misc]
+                return

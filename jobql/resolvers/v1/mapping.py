@@ -206,6 +206,7 @@ def job(row: Job) -> V1Job:
         finished_at=row.finished_at,
         deadline_at=row.deadline_at,
         cancel_requested_at=row.cancel_requested_at,
+        cancel_requested=row.cancel_requested_at is not None,
     )
 
 
@@ -255,7 +256,8 @@ def heartbeat(item: Heartbeat) -> V1Heartbeat:
     )
 
 
-def event(item: StoredEvent, request_id: str | None) -> V1JobEvent:
+def event(item: StoredEvent, request_id: str | None, final: Job | None = None) -> V1JobEvent:
+    """The event; a terminal one (V1JobFinished) needs the job in its final state."""
     base: dict[str, Any] = {"job_id": strawberry.ID(item.job_id), "seq": item.seq, "at": item.at}
     p = item.payload
     match item.type:
@@ -276,6 +278,9 @@ def event(item: StoredEvent, request_id: str | None) -> V1JobEvent:
         "duration_ms": p["durationMs"],
         "model": V1Model(**p["model"]),
     }
+    if final is None:
+        raise ValueError(f"a {item.type} event needs the job's final state")
+    base["job"] = job(final)
     if item.type is EventType.JOB_SUCCEEDED:
         return V1JobSucceeded(**base, output=p["output"], result=p.get("result"))
     if item.type is EventType.JOB_FAILED:

@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 
 from jobql.schema.v1.enums import V1JobStatus
 from jobql.schema.v1.errors import V1Error, V1NotFound, V1ServiceUnavailable
-from jobql.schema.v1.types import V1Model, V1Usage
+from jobql.schema.v1.types import V1Job, V1Model, V1Usage
 
 
 @strawberry.interface(
@@ -67,6 +67,10 @@ class V1JobFinished(V1JobEvent):
     cost_usd: float
     duration_ms: int
     model: V1Model
+    job: V1Job = strawberry.field(
+        description="The job in its final state, so a normalized client cache (keyed by "
+        "__typename and id) learns its status from the stream."
+    )
 
 
 @strawberry.type

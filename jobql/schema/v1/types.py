@@ -74,6 +74,10 @@ class V1Job:
     finished_at: datetime | None
     deadline_at: datetime | None
     cancel_requested_at: datetime | None
+    cancel_requested: bool = strawberry.field(
+        description="True once a cancel was asked for. A running job stops within moments "
+        "(its stream ends with V1JobCancelled) unless it finishes first."
+    )
 
 
 @strawberry.type
