@@ -8,8 +8,13 @@
 - follows `jobEvents` over graphql-transport-ws and prints output as it streams;
 - if the connection drops, subscribes again with `after: <last seq>`: nothing is lost or
   repeated, and the job kept running meanwhile;
-- prints the terminal event's cost, tokens, time and model version (or the typed error).
+- prints the terminal event's cost, tokens, time and model version (or the typed error);
+- gives up with a clear message when the server cannot be reached after a few tries, or
+  refuses the key.
 
+JOBQL_URL defaults to http://127.0.0.1:8000 (what `make serve` listens on); JOBQL_KEY is the
+key `make serve` printed (or `.venv/bin/jobql keys create --name me`); JOBQL_TRIES (default
+6) is how many network errors in a row it takes before giving up.
 Needs httpx and websockets (both installed with jobql).
 """
 
@@ -25,6 +30,9 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+# Network errors in a row before giving up (waits 1, 2, 4, 4, 4 … seconds between tries).
+MAX_TRIES = int(os.environ.get("JOBQL_TRIES", "6"))
 
 SUBMIT = """
 mutation Submit($input: V1SubmitJobInput!, $key: String) {
@@ -47,22 +55,42 @@ subscription Events($id: ID!, $after: Int) {
     ... on V1JobFinished { costUsd durationMs usage { inputTokens outputTokens }
                            model { provider name version } }
     ... on V1JobFailed { error { code message retryable } }
+    ... on V1JobCancelled { reason }
     ... on V1Error { code message }
   }
 }"""
 
 
+async def backoff(failures: int, what: str, error: BaseException) -> None:
+    """Wait before try number ``failures + 1``, or give up after MAX_TRIES."""
+    if failures >= MAX_TRIES:
+        raise SystemExit(
+            f"gave up: {what} failed {failures} times in a row ({error!r}); is the server "
+            "running, and is JOBQL_URL right?"
+        )
+    wait = min(2 ** (failures - 1), 4)
+    print(f"[{what} failed ({error!r}); try {failures + 1} in {wait} s]", file=sys.stderr)
+    await asyncio.sleep(wait)
+
+
 async def submit(http: httpx.AsyncClient, task: str, job_input: dict[str, Any]) -> str:
     key = f"example-{uuid.uuid4()}"  # one key for every retry of this submit
     variables = {"input": {"task": task, "input": job_input}, "key": key}
+    failures = 0
     while True:
         try:
             response = await http.post(
                 "/v1/graphql", json={"query": SUBMIT, "variables": variables}
             )
         except httpx.TransportError as error:
-            print(f"[network error {error!r}; retrying with the same key]", file=sys.stderr)
-            await asyncio.sleep(1)
+            failures += 1
+            await backoff(failures, f"submitting to {http.base_url} (same idempotency key)", error)
+            continue
+        failures = 0
+        if response.status_code == 503:  # the service is briefly down: wait as told
+            wait = int(response.headers.get("retry-after", "1"))
+            print(f"[service unavailable: retrying in {wait} s]", file=sys.stderr)
+            await asyncio.sleep(wait)
             continue
         body = response.json()
         if body.get("errors"):
@@ -82,6 +110,7 @@ async def follow(ws_url: str, api_key: str, job_id: str) -> int:
     """Print the job's output as it streams; resume after the last seq on a dropped link."""
     last_seq = 0
     status: int | None = None
+    failures = 0
     while True:
         try:
             async with connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
@@ -109,13 +138,17 @@ async def follow(ws_url: str, api_key: str, job_id: str) -> int:
                     if message["type"] != "next":
                         continue
                     event = message["payload"]["data"]["jobEvents"]
+                    failures = 0
                     last_seq = event.get("seq") or last_seq
                     status = show(event)
-        except (OSError, ConnectionClosed) as error:
-            print(
-                f"\n[connection lost ({error!r}); resuming after seq {last_seq}]", file=sys.stderr
-            )
-            await asyncio.sleep(1)
+        except ConnectionClosed as error:
+            if error.rcvd is not None and error.rcvd.code == 4403:  # the key: retrying won't help
+                raise SystemExit(f"not accepted: {error.rcvd.reason}") from None
+            failures += 1
+            await backoff(failures, f"the stream (resuming after seq {last_seq})", error)
+        except OSError as error:
+            failures += 1
+            await backoff(failures, f"connecting to {ws_url}", error)
 
 
 def show(event: dict[str, Any]) -> int | None:
@@ -128,6 +161,8 @@ def show(event: dict[str, Any]) -> int | None:
     elif kind == "V1JobStarted" and event["attempt"] > 1:
         print(f"\n[attempt {event['attempt']}: output starts again]", file=sys.stderr)
     elif kind in ("V1JobSucceeded", "V1JobFailed", "V1JobCancelled"):
+        if kind == "V1JobCancelled" and event["reason"]:
+            print(f"\n[cancelled: {event['reason']}]", file=sys.stderr)
         usage, model = event["usage"], event["model"]
         print(
             f"\n{kind[5:].upper()}: ${event['costUsd']:.6f}, {usage['inputTokens']} in / "
