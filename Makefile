@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-sdl: $(STAMP)  ## rewrite the checked-in v1 SDL after a deliberate, non-breaking change
+sdl: $(STAMP)  ## rewrite the checked-in v1 SDL and possible-types.json after a deliberate, non-breaking change
 	$(BIN)/python scripts/export_sdl.py
 
 bench: $(STAMP)
