@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from jobql.http.body_limit import BodyLimitMiddleware
+from jobql.http.cors import cors_middleware
 from jobql.http.graphql import GraphQLView
 from jobql.http.request_id import RequestIdMiddleware
 from jobql.http.response_limit import ResponseLimitMiddleware
@@ -134,6 +135,9 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            # Outermost, so refusals by the middlewares below (413, 400) carry the CORS
+            # headers too: a browser hides the body of an answer without them.
+            cors_middleware(settings),
             Middleware(RequestIdMiddleware),
             Middleware(ResponseLimitMiddleware, max_bytes=settings.max_response_bytes),
             Middleware(

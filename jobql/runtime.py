@@ -94,10 +94,11 @@ def check_configuration(settings: Settings, *, with_worker: bool, serving: bool 
 
 def check_profile(settings: Settings) -> None:
     """What the production profile requires of an API process; raises ConfigError."""
-    if settings.profile == "production" and not settings.ws_allowed_origins:
+    if settings.profile == "production" and not settings.allowed_origins:
         raise ConfigError(
-            "the production profile needs the browser origins allowed to open WebSockets: "
-            'set JOBQL_WS_ALLOWED_ORIGINS (a JSON list, e.g. ["https://app.example.com"])'
+            "the production profile needs the browser origins allowed to call the API: "
+            'set JOBQL_CORS_ORIGINS (a JSON list, e.g. ["https://app.example.com"]; '
+            "JOBQL_WS_ALLOWED_ORIGINS, its older name, works too)"
         )
 
 

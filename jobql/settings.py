@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from strawberry.http.websocket_origin import normalize_allowed_origins
 
 DEMO_TASKS_FILE = Path(__file__).parent / "tasks" / "demo.toml"
 
@@ -143,8 +144,8 @@ class Settings(BaseSettings):
     # The profile sets the defaults of the switches below; a switch set on its own wins.
     # "development" (the embedded default): GraphiQL, introspection, queries over GET and a
     # development key (on SQLite), /metrics open. "production": all of those off, /metrics
-    # only with metrics_token, and ws_allowed_origins must be set (the server refuses to
-    # start otherwise). See docs/security.md.
+    # only with metrics_token, and cors_origins (or ws_allowed_origins) must be set (the
+    # server refuses to start otherwise). See docs/security.md.
     profile: Literal["development", "production"] = "development"
     graphiql: bool = True
     introspection: bool = True
@@ -164,7 +165,18 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(default=10_000_000, ge=1024)
     max_page_size: int = Field(default=100, ge=1)
     default_page_size: int = Field(default=20, ge=1)
+    # Browser origins (scheme://host[:port], or "*") allowed to call the API from another
+    # origin: CORS on HTTP and the Origin check of WebSocket handshakes use one list, the
+    # union of cors_origins and ws_allowed_origins (its older name, still read); see
+    # allowed_origins. Same-origin pages and non-browser clients need no entry.
+    cors_origins: list[str] = Field(default_factory=list)
     ws_allowed_origins: list[str] = Field(default_factory=list)
+    # Let browsers send cookies / HTTP auth to those origins' requests (CORS credentials
+    # mode). API keys travel in the Authorization header, which needs no credentials, so
+    # this stays off unless a proxy in front authenticates by cookie; never with "*".
+    cors_allow_credentials: bool = False
+    # How long a browser may cache a preflight answer.
+    cors_max_age_seconds: int = Field(default=600, ge=0)
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
     # Key revocation and WebSocket budgets (docs/security.md). A key lookup is cached for
     # key_cache_seconds while a shared event bus carries revocations to this process, and
@@ -205,6 +217,23 @@ class Settings(BaseSettings):
             if name not in explicit:
                 object.__setattr__(self, name, value)
         return self
+
+    @model_validator(mode="after")
+    def _check_origins(self) -> Settings:
+        origins = self.allowed_origins  # raises on a value that is not an origin
+        if self.cors_allow_credentials and "*" in origins:
+            raise ValueError(
+                'cors_allow_credentials needs the origins listed one by one, not "*" '
+                "(a credentialed request from any site would be let through)"
+            )
+        return self
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """The browser origins allowed cross-origin, for CORS and WebSocket handshakes:
+        cors_origins and ws_allowed_origins together, in the form browsers send them
+        (lowercase, no default port), each once."""
+        return sorted(normalize_allowed_origins([*self.cors_origins, *self.ws_allowed_origins]))
 
     def limits_for(self, tier: str) -> TierLimits:
         return self.tier_limits.get(tier) or self.tier_limits.get("standard") or TierLimits()

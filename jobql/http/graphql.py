@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from datetime import timedelta
 from typing import cast
 
+from cross_web import HTTPException
 from graphql import GraphQLError
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -19,7 +21,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry import Schema
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -29,10 +33,24 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage,
     StartMessage,
 )
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from jobql.http.connections import ConnectionRegistry
-from jobql.http.json_input import WS_BAD_REQUEST, BadJson, check_request, parse_json
+from jobql.http.graphql_response import (
+    GRAPHQL_RESPONSE_CONTENT_TYPE,
+    JSON,
+    Outcome,
+    graphql_response_status,
+    prefers_graphql_response,
+)
+from jobql.http.json_input import (
+    WS_BAD_REQUEST,
+    BadJson,
+    check_request,
+    parse_json,
+    request_error_body,
+)
 from jobql.http.request_id import request_id_of
 from jobql.outages import ServiceUnavailableError
 from jobql.resolvers.context import Context, Services
@@ -52,10 +70,13 @@ TRY_AGAIN_LATER = 1013
 _OVER_BUDGET = "jobql_over_budget"
 TOO_MANY_REQUESTS = 4429
 FORBIDDEN = 4403
+REJECTED_REASON = "invalid or missing API key"
 MESSAGE_TOO_BIG = 1009
 INIT_TIMEOUT = 4408
 # The protocol handler of a socket, for on_ws_connect to admit it.
 _CONNECTION = "jobql_connection"
+# What each GraphQL result of an HTTP request said, for its status (process_result).
+_OUTCOMES = "jobql_outcomes"
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
@@ -94,8 +115,8 @@ class _WebSocketAdapter(ASGIWebSocketAdapter):
             code, reason = TRY_AGAIN_LATER, "Try Again Later"
         elif code in (1011, 4403) and over_budget:
             code, reason = TOO_MANY_REQUESTS, over_budget
-        elif code == 1011 and getattr(self.ws.state, _REJECTED, False):
-            code, reason = 4403, "Forbidden"
+        elif code in (1011, 4403) and getattr(self.ws.state, _REJECTED, False):
+            code, reason = FORBIDDEN, REJECTED_REASON
         # Closing twice (a revocation racing the client's own close) is a no-op.
         if self.ws.application_state == WebSocketState.DISCONNECTED:
             return
@@ -201,7 +222,7 @@ class GraphQLView(GraphQL[Context, None]):
             connection_init_wait_timeout=timedelta(
                 seconds=settings.ws_connection_init_timeout_seconds
             ),
-            allowed_origins=settings.ws_allowed_origins,
+            allowed_origins=settings.allowed_origins,
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
         self.services = services
@@ -212,7 +233,39 @@ class GraphQLView(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             receive, send = _limit_message_size(receive, send, self.max_message_bytes)
+        elif scope["type"] == "http":
+            send = _vary_on_accept(send)
+            if prefers_graphql_response(Headers(scope=scope).get("accept")):
+                await self._serve_graphql_response(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+    async def _serve_graphql_response(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request that prefers application/graphql-response+json: the same body as under
+        application/json, with that content type and the spec's status codes."""
+        request = Request(scope, receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = _refusal(scope, request, exc)
+        else:
+            outcomes: list[Outcome] = getattr(request.state, _OUTCOMES, [])
+            if response.headers.get("content-type", "").startswith(JSON):
+                response.headers["content-type"] = GRAPHQL_RESPONSE_CONTENT_TYPE
+                if len(outcomes) == 1:  # one operation (not a batch)
+                    set_status = response.status_code if response.status_code != 200 else None
+                    response.status_code = graphql_response_status(outcomes[0], set_status)
+        await response(scope, receive, send)
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        processed = await super().process_result(request, result)
+        errors = cast("list[Mapping[str, object]]", processed.get("errors") or [])
+        outcomes: list[Outcome] = getattr(request.state, _OUTCOMES, [])
+        outcomes.append(Outcome.of(processed.get("data"), errors))
+        setattr(request.state, _OUTCOMES, outcomes)
+        return processed
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -272,6 +325,31 @@ class GraphQLView(GraphQL[Context, None]):
             )
             return _operation_error(message, "TOO_MANY_SUBSCRIPTIONS"), False
         return None
+
+
+# Under application/graphql-response+json: the status of a request Strawberry refused
+# before running it, by its error code (a 405 also says which method to use).
+_REFUSAL_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+def _refusal(scope: Scope, request: Request, exc: HTTPException) -> Response:
+    status, headers = exc.status_code, {"content-type": GRAPHQL_RESPONSE_CONTENT_TYPE}
+    if request.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
+        # A mutation (or, with GET queries off, any operation) sent with GET.
+        status, headers["allow"] = 405, "POST"
+    code = _REFUSAL_CODES.get(status, "BAD_REQUEST")
+    return Response(request_error_body(scope, code, exc.reason), status, headers)
+
+
+def _vary_on_accept(send: Send) -> Send:
+    """The answer depends on the Accept header (its media type, and GraphiQL or not)."""
+
+    async def varied(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            MutableHeaders(scope=message).add_vary_header("Accept")
+        await send(message)
+
+    return varied
 
 
 def _limit_message_size(receive: Receive, send: Send, max_bytes: int) -> tuple[Receive, Send]:

@@ -23,6 +23,7 @@ from graphql import GraphQLSyntaxError, Source, TokenKind
 from graphql.language import Lexer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobql.http.graphql_response import response_content_type
 from jobql.http.request_id import request_id_of
 from jobql.services.inputs import MAX_INT_DIGITS, MAX_JSON_DEPTH
 
@@ -162,20 +163,25 @@ def check_query_string(query_string: bytes, max_tokens: int) -> None:
             check_document(value, max_tokens)
 
 
+def request_error_body(scope: Scope, code: str, message: str) -> bytes:
+    """A GraphQL-shaped error for a request refused before GraphQL ran it."""
+    extensions: dict[str, Any] = {"code": code}
+    if (request_id := request_id_of(scope)) is not None:
+        extensions["requestId"] = request_id
+    return json.dumps({"errors": [{"message": message, "extensions": extensions}]}).encode()
+
+
 async def send_request_error(
     scope: Scope, send: Send, status: int, code: str, message: str
 ) -> None:
     """A GraphQL-shaped error for a request refused before GraphQL saw it."""
-    extensions: dict[str, Any] = {"code": code}
-    if (request_id := request_id_of(scope)) is not None:
-        extensions["requestId"] = request_id
-    body = json.dumps({"errors": [{"message": message, "extensions": extensions}]}).encode()
+    body = request_error_body(scope, code, message)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", response_content_type(scope)),
                 (b"content-length", str(len(body)).encode()),
             ],
         }

@@ -8,6 +8,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobql.http.graphql_response import response_content_type
 from jobql.http.request_id import request_id_of
 
 RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
@@ -58,14 +59,15 @@ class ResponseLimitMiddleware:
                 ],
             }
         ).encode()
-        # Keep the headers middleware added on the way out (X-Request-ID, RateLimit-*).
+        # Keep the headers middleware added on the way out (X-Request-ID, RateLimit-*), and
+        # the JSON media type the request asked for.
         headers = [
             (name, value)
             for name, value in start.get("headers", ())
             if name.lower() not in (b"content-length", b"content-type")
         ]
         headers += [
-            (b"content-type", b"application/json"),
+            (b"content-type", response_content_type(scope)),
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

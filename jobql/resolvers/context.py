@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from graphql import GraphQLError
@@ -34,6 +35,19 @@ class TooManyFailedAuthentications(GraphQLError):
         )
 
 
+def authorization_param(params: Mapping[str, Any]) -> str | None:
+    """The Authorization value of a WebSocket connection_init payload: at its top level
+    (`{"Authorization": "Bearer <key>"}`) or, as clients that reuse their HTTP headers send
+    it, under `headers` (`{"headers": {"Authorization": "Bearer <key>"}}`); the name in any
+    case. The top level wins when both are sent."""
+    headers = params.get("headers")
+    for source in (params, headers if isinstance(headers, Mapping) else {}):
+        for name, value in source.items():
+            if isinstance(name, str) and name.lower() == "authorization" and isinstance(value, str):
+                return value
+    return None
+
+
 class Context:
     def __init__(
         self,
@@ -56,10 +70,7 @@ class Context:
 
     def credentials(self) -> str | None:
         if self.connection_params is not None:
-            value = self.connection_params.get("Authorization") or self.connection_params.get(
-                "authorization"
-            )
-            return parse_bearer(value) if isinstance(value, str) else None
+            return parse_bearer(authorization_param(self.connection_params))
         return parse_bearer(self.request.headers.get("authorization"))
 
     @property

@@ -1,0 +1,59 @@
+"""One browser-origin allowlist for CORS and WebSocket handshakes, under two names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from jobql.settings import Settings
+
+
+def settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_none_by_default() -> None:
+    assert settings().allowed_origins == []
+
+
+def test_both_names_count_once_each_in_browser_form() -> None:
+    both = settings(
+        cors_origins=["http://localhost:5173", "https://App.example.com:443"],
+        ws_allowed_origins=["https://app.example.com", "https://admin.example.com"],
+    )
+    assert both.allowed_origins == [
+        "http://localhost:5173",
+        "https://admin.example.com",
+        "https://app.example.com",
+    ]
+
+
+def test_the_older_name_alone_still_works() -> None:
+    assert settings(ws_allowed_origins=["https://app.example"]).allowed_origins == [
+        "https://app.example"
+    ]
+
+
+def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBQL_CORS_ORIGINS", '["http://localhost:5173"]')
+    monkeypatch.setenv("JOBQL_WS_ALLOWED_ORIGINS", '["https://app.example"]')
+    monkeypatch.setenv("JOBQL_CORS_ALLOW_CREDENTIALS", "true")
+    from_env = settings()
+    assert from_env.allowed_origins == ["http://localhost:5173", "https://app.example"]
+    assert from_env.cors_allow_credentials is True
+
+
+@pytest.mark.parametrize("value", ["app.example.com", "https://app.example/path", "null"])
+def test_a_value_that_is_not_an_origin_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError, match="Invalid origin"):
+        settings(cors_origins=[value])
+
+
+def test_credentials_never_with_a_wildcard() -> None:
+    assert settings(cors_origins=["*"]).allowed_origins == ["*"]
+    with pytest.raises(ValidationError, match="cors_allow_credentials"):
+        settings(cors_origins=["*"], cors_allow_credentials=True)
+    with pytest.raises(ValidationError, match="cors_allow_credentials"):
+        settings(ws_allowed_origins=["*"], cors_allow_credentials=True)
