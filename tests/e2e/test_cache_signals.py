@@ -15,7 +15,8 @@ import httpx
 import pytest
 from gql import GraphQLRequest
 
-from tests.api import GRAPHQL_TRANSPORT_WS, LEGACY_GRAPHQL_WS, Api, Server
+from jobql.settings import Settings
+from tests.api import GRAPHQL_TRANSPORT_WS, LEGACY_GRAPHQL_WS, Api, Server, serve
 
 REPO = Path(__file__).resolve().parents[2]
 POSSIBLE_TYPES_FILE = REPO / "jobql" / "schema" / "v1" / "possible-types.json"
@@ -110,6 +111,18 @@ async def test_cancel_answers_cancel_requested_and_the_stream_ends_with_the_canc
         "status": "CANCELLED",
         "cancelRequested": True,
     }
+
+
+async def test_a_queued_job_cancelled_at_once_says_a_cancel_was_asked_for(
+    settings: Settings,
+) -> None:
+    async with serve(settings.model_copy(update={"inline_worker": False})) as server:
+        api = await server.client()
+        submitted = await api.submit_ok("echo", {"topic": "never runs"})
+        answer = (await api.execute(CANCEL, {"id": submitted["id"]}))["cancelJob"]
+        await api.aclose()
+    assert answer["job"]["status"] == "CANCELLED"
+    assert answer["job"]["cancelRequested"] is True
 
 
 async def test_a_job_nobody_cancelled_says_so(api: Api) -> None:

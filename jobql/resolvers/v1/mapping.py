@@ -22,7 +22,7 @@ from jobql.errors import (
     is_retryable,
 )
 from jobql.events.types import EventType, Heartbeat, StoredEvent
-from jobql.models import Job
+from jobql.models import Job, JobStatus
 from jobql.schema.v1 import errors as e
 from jobql.schema.v1.enums import V1JobStatus, V1Tier
 from jobql.schema.v1.events import (
@@ -206,7 +206,9 @@ def job(row: Job) -> V1Job:
         finished_at=row.finished_at,
         deadline_at=row.deadline_at,
         cancel_requested_at=row.cancel_requested_at,
-        cancel_requested=row.cancel_requested_at is not None,
+        # A queued job is cancelled at once, without a request for a worker to act on.
+        cancel_requested=row.cancel_requested_at is not None
+        or row.status == JobStatus.CANCELLED.value,
     )
 
 
