@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from jobql.http.body_limit import BodyLimitMiddleware
 from jobql.http.cors import cors_middleware
+from jobql.http.graphiql import asset_route
 from jobql.http.graphql import GraphQLView
 from jobql.http.request_id import RequestIdMiddleware
 from jobql.http.response_limit import ResponseLimitMiddleware
@@ -126,6 +127,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/v1/graphql", v1, methods=["GET", "POST"]),
         WebSocketRoute("/v1/graphql", v1),
+        asset_route(settings.graphiql),
         Route("/v1/possible-types.json", possible_types_v1),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -37,6 +37,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from jobql.http.connections import ConnectionRegistry
+from jobql.http.graphiql import render_page
 from jobql.http.graphql_response import (
     GRAPHQL_RESPONSE_CONTENT_TYPE,
     JSON,
@@ -266,6 +267,10 @@ class GraphQLView(GraphQL[Context, None]):
         outcomes.append(Outcome.of(processed.get("data"), errors))
         setattr(request.state, _OUTCOMES, outcomes)
         return processed
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """The GraphiQL page from the vendored assets (Strawberry's loads them from a CDN)."""
+        return render_page(request)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
