@@ -76,4 +76,6 @@ async def node_test(file: str, env: Mapping[str, str], timeout: float = 60) -> N
     """`node --test <file>`; fails with Node's report unless every test passed."""
     node = require_node()
     finished = await run(node, "--test", "--test-reporter=spec", file, env=env, timeout=timeout)
+    print(finished.output)  # pytest shows it with the failure, or with -rP
     assert finished.code == 0, f"node --test {file} exited {finished.code}:\n{finished.output}"
+    assert "\u2139 pass 0\n" not in finished.output, f"no test ran in {file}"
