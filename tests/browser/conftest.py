@@ -42,10 +42,16 @@ def _missing(reason: str) -> None:
     pytest.skip(f"{reason}; the browser tests need it")
 
 
-def chromium_path() -> str:
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium executable, once playwright and Chromium are both there."""
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        _missing("the playwright package is not installed (pip install -e '.[dev]')")
     path = os.environ.get("JOBQL_TEST_CHROMIUM") or shutil.which("chromium")
-    if path is None:
-        _missing("Chromium is not installed (apt-get install chromium)")
+    if path is None or not os.access(path, os.X_OK):
+        _missing(f"Chromium is not installed at {path or 'chromium'} (apt-get install chromium)")
     assert path is not None
     return path
 
@@ -79,7 +85,7 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 
 @pytest.fixture
-async def graphiql_server(databases: Databases) -> AsyncIterator[Server]:
+async def graphiql_server(databases: Databases, chromium: str) -> AsyncIterator[Server]:
     settings = Settings(
         database_url=databases.sqlite(),
         broadcast_url="memory://",
@@ -87,7 +93,7 @@ async def graphiql_server(databases: Databases) -> AsyncIterator[Server]:
         migrate_on_start=False,
         create_dev_key=False,
         graphiql=True,
-        heartbeat_seconds=5,
+        heartbeat_seconds=30,  # the stream's frames carry only the job's events
         coalesce_ms=10,
         shutdown_grace_seconds=0,
         enforce_limits=False,
@@ -100,17 +106,16 @@ async def graphiql_server(databases: Databases) -> AsyncIterator[Server]:
 # Playwright's objects are typed in its package; the fixtures here hand them on as Any so
 # the tests import nothing from it when it is missing.
 @pytest.fixture
-async def browsing(graphiql_server: Server, tmp_path: Path) -> AsyncIterator[Browsing]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        _missing("the playwright package is not installed (pip install -e '.[dev]')")
-    executable = chromium_path()
+async def browsing(
+    graphiql_server: Server, chromium: str, tmp_path: Path
+) -> AsyncIterator[Browsing]:
+    from playwright.async_api import async_playwright
+
     origin = graphiql_server.http_url.rstrip("/")
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
-            executable_path=executable,
+            executable_path=chromium,
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 900},
