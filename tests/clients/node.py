@@ -19,6 +19,7 @@ from tests.backends import IN_CI
 
 CLIENTS = Path(__file__).parent
 NODE_MODULES = CLIENTS / "node_modules"
+BIN = NODE_MODULES / ".bin"
 CHROMIUM = Path("/usr/bin/chromium")
 
 
