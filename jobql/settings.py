@@ -220,10 +220,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_origins(self) -> Settings:
-        origins = self.allowed_origins  # raises on a value that is not an origin
+        try:
+            origins = self.allowed_origins
+        except ValueError as exc:  # a value that is not an origin
+            raise ValueError(f"JOBQL_CORS_ORIGINS / JOBQL_WS_ALLOWED_ORIGINS: {exc}") from None
         if self.cors_allow_credentials and "*" in origins:
             raise ValueError(
-                'cors_allow_credentials needs the origins listed one by one, not "*" '
+                'JOBQL_CORS_ALLOW_CREDENTIALS needs the origins listed one by one, not "*" '
                 "(a credentialed request from any site would be let through)"
             )
         return self

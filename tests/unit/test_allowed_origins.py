@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from jobql.runtime import ConfigError, check_profile
 from jobql.settings import Settings
 
 
@@ -47,13 +48,20 @@ def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("value", ["app.example.com", "https://app.example/path", "null"])
 def test_a_value_that_is_not_an_origin_is_refused(value: str) -> None:
-    with pytest.raises(ValidationError, match="Invalid origin"):
+    with pytest.raises(ValidationError, match=r"JOBQL_CORS_ORIGINS.*Invalid origin"):
         settings(cors_origins=[value])
 
 
 def test_credentials_never_with_a_wildcard() -> None:
     assert settings(cors_origins=["*"]).allowed_origins == ["*"]
-    with pytest.raises(ValidationError, match="cors_allow_credentials"):
+    with pytest.raises(ValidationError, match="JOBQL_CORS_ALLOW_CREDENTIALS"):
         settings(cors_origins=["*"], cors_allow_credentials=True)
-    with pytest.raises(ValidationError, match="cors_allow_credentials"):
+    with pytest.raises(ValidationError, match="JOBQL_CORS_ALLOW_CREDENTIALS"):
         settings(ws_allowed_origins=["*"], cors_allow_credentials=True)
+
+
+def test_the_production_profile_takes_either_name() -> None:
+    with pytest.raises(ConfigError, match="JOBQL_CORS_ORIGINS"):
+        check_profile(settings(profile="production"))
+    check_profile(settings(profile="production", cors_origins=["https://app.example"]))
+    check_profile(settings(profile="production", ws_allowed_origins=["https://app.example"]))
