@@ -1,0 +1,42 @@
+"""CORS proven in a real browser: a page on another origin submits and follows a job with
+Apollo Client and graphql-ws; a page on an origin not in cors_origins cannot
+(browser.test.mjs, in Debian's Chromium through playwright-core)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from tests.api import serve
+from tests.backends import Databases
+from tests.clients.conftest import Live, client_settings
+from tests.clients.node import CLIENTS, node_test, require_chromium, require_node
+from tests.uvicorn_server import uvicorn_serving
+
+
+@contextlib.asynccontextmanager
+async def static_site() -> AsyncIterator[str]:
+    """tests/clients/browser on a port of its own: an origin of its own."""
+    site = Starlette(routes=[Mount("/", StaticFiles(directory=CLIENTS / "browser", html=True))])
+    async with uvicorn_serving(site) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_a_browser_app_on_another_origin(databases: Databases) -> None:
+    require_node()
+    chromium = require_chromium()
+    async with static_site() as allowed, static_site() as blocked:
+        settings = client_settings(databases.sqlite(), cors_origins=[allowed])
+        async with serve(settings) as server:
+            live = Live(server, await server.new_key("browser"))
+            env = {
+                **live.env(origin=allowed),
+                "JOBQL_CHROMIUM": str(chromium),
+                "JOBQL_ALLOWED_PAGE": f"{allowed}/index.html",
+                "JOBQL_BLOCKED_PAGE": f"{blocked}/index.html",
+            }
+            await node_test("browser.test.mjs", env)
