@@ -39,8 +39,9 @@ class Pin:
     license: str = "package/LICENSE"
 
 
-# graphiql 3.9 is the last line with a minified UMD build that needs no bundler; it bundles
-# graphql-ws, which its fetcher uses for subscriptions.
+# graphiql 3.9 is the last line with a minified UMD build that needs no bundler. The page
+# runs subscriptions on graphql-ws's own browser build rather than the copy bundled in
+# graphiql, whose client retries a refused key five times before it reports the refusal.
 PINS = [
     Pin("react", "18.3.1", {"package/umd/react.production.min.js": "react.production.min.js"}),
     Pin(
@@ -55,6 +56,12 @@ PINS = [
             "package/graphiql.min.js": "graphiql.min.js",
             "package/graphiql.min.css": "graphiql.min.css",
         },
+    ),
+    Pin(
+        "graphql-ws",
+        "6.4.2",
+        {"package/umd/graphql-ws.min.js": "graphql-ws.min.js"},
+        license="package/LICENSE.md",
     ),
 ]
 

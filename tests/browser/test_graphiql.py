@@ -139,6 +139,10 @@ async def test_a_job_submitted_and_followed_from_graphiql(
     assert frames[1]["type"] == "subscribe"
     await assert_offline_and_clean(browsing)
     assert browsing.errors == []
+    # The key stays in the page: GraphiQL keeps its tabs in localStorage, without headers.
+    stored = await page.evaluate("JSON.stringify(Object.entries(localStorage))")
+    assert "graphiql:" in stored
+    assert key not in stored
 
 
 async def test_a_wrong_key_is_answered_in_the_result_pane(browsing: Browsing) -> None:
@@ -149,5 +153,19 @@ async def test_a_wrong_key_is_answered_in_the_result_pane(browsing: Browsing) ->
     answer = await result_once(page, "UNAUTHENTICATED")
     assert answer["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert answer["data"] is None
+
+    # A subscription with that key: the socket is refused (4403) and the pane says so.
+    await replace_text(page, QUERY_EDITOR, 'subscription { jobEvents(jobId: "1") { __typename } }')
+    await run(page, "subscription")
+    await page.wait_for_function(
+        "(selector) => document.querySelector(selector).CodeMirror.getValue()"
+        ".includes('Socket closed with event 4403:')",
+        arg=RESULT,
+        timeout=TIMEOUT_MS,
+    )
+    # Tried once: a retry would only spend this address's budget of failed keys.
+    assert [json.loads(frame) for frame in browsing.sent_frames] == [
+        {"type": "connection_init", "payload": {"Authorization": "Bearer jq_not_a_key"}}
+    ]
     await browsing.screenshot("graphiql-wrong-key.png")
     await assert_offline_and_clean(browsing)

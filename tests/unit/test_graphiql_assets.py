@@ -18,6 +18,7 @@ CONTENT_TYPES = {
     "graphiql.min.js": "text/javascript; charset=utf-8",
     "react.production.min.js": "text/javascript; charset=utf-8",
     "react-dom.production.min.js": "text/javascript; charset=utf-8",
+    "graphql-ws.min.js": "text/javascript; charset=utf-8",
     "graphiql.min.css": "text/css; charset=utf-8",
     "LICENSES/graphiql.txt": "text/plain; charset=utf-8",
 }

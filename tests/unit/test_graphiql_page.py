@@ -60,6 +60,7 @@ async def test_the_page_loads_only_same_origin_files(client: httpx.AsyncClient) 
                 "react.production.min.js",
                 "react-dom.production.min.js",
                 "graphiql.min.js",
+                "graphql-ws.min.js",
                 "graphiql.min.css",
             )
         ]

@@ -21,7 +21,12 @@ _POLICY = (
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 # Load order: React before ReactDOM before GraphiQL (the UMD builds read each other's globals).
-_SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "graphiql.min.js")
+_SCRIPTS = (
+    "react.production.min.js",
+    "react-dom.production.min.js",
+    "graphiql.min.js",
+    "graphql-ws.min.js",
+)
 _STYLES = ("graphiql.min.css",)
 
 
