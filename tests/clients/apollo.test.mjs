@@ -123,6 +123,10 @@ test("without possibleTypes, Apollo drops fields selected through interface frag
   const delta = events.find((e) => e.__typename === "V1OutputDelta");
   assert.equal(delta.seq, undefined); // `... on V1JobEvent { seq }`: resuming from it replays everything
   assert.equal(typeof delta.text, "string");
+  const last = events.at(-1);
+  assert.equal(last.__typename, "V1JobSucceeded");
+  assert.equal(last.job, undefined); // `... on V1JobFinished { job }`: the cache never learns the end
+  assert.equal(cachedJob(client, job.id).status, "QUEUED");
 });
 
 test("resuming with `after` the last seq seen: nothing lost or repeated", async (t) => {
