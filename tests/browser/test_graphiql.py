@@ -11,6 +11,7 @@ from tests.api import Server
 from tests.browser.conftest import Browsing
 
 TIMEOUT_MS = 15_000
+PLACEHOLDER = {"Authorization": "Bearer <paste your key>"}
 QUERY_EDITOR = ".graphiql-query-editor .CodeMirror"
 HEADERS_EDITOR = ".graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror"
 RESULT = ".result-window .CodeMirror"
@@ -102,7 +103,7 @@ async def test_a_job_submitted_and_followed_from_graphiql(
 ) -> None:
     key = await graphiql_server.new_key("browser")
     page = await open_graphiql(browsing)
-    assert "Bearer <paste your key>" in await editor_text(page, HEADERS_EDITOR)
+    assert json.loads(await editor_text(page, HEADERS_EDITOR)) == PLACEHOLDER
     assert await page.locator("#graphiql").inner_text() != "Loading..."
 
     await replace_text(page, HEADERS_EDITOR, json.dumps({"Authorization": f"Bearer {key}"}))
@@ -143,6 +144,11 @@ async def test_a_job_submitted_and_followed_from_graphiql(
     stored = await page.evaluate("JSON.stringify(Object.entries(localStorage))")
     assert "graphiql:" in stored
     assert key not in stored
+    # After a reload the query is back, and the Headers tab holds the placeholder again.
+    await page.reload()
+    await page.wait_for_selector(HEADERS_EDITOR, timeout=TIMEOUT_MS)
+    assert await editor_text(page, QUERY_EDITOR) == EVENTS.replace("JOB_ID", job_id)
+    assert json.loads(await editor_text(page, HEADERS_EDITOR)) == PLACEHOLDER
 
 
 async def test_a_wrong_key_is_answered_in_the_result_pane(browsing: Browsing) -> None:
