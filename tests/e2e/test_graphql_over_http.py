@@ -199,3 +199,15 @@ async def test_too_many_bad_keys_is_429(settings: Settings) -> None:
     assert response.headers["content-type"] == CONTENT_TYPE
     assert errors_of(response)[0]["extensions"]["code"] == "TOO_MANY_REQUESTS"
     assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_a_query_over_get_is_405_when_get_queries_are_off(settings: Settings) -> None:
+    async with serve(settings.model_copy(update={"allow_get_queries": False})) as server:
+        api = await server.client()
+        graphql, plain = await both(
+            api, "get-off", method="GET", params={"query": "{ tasks { name } }"}
+        )
+    assert graphql.status_code == 405
+    assert graphql.headers["allow"] == "POST"
+    assert errors_of(graphql)[0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+    assert plain.status_code == 400
