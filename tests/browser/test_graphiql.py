@@ -176,3 +176,29 @@ async def test_a_wrong_key_is_answered_in_the_result_pane(browsing: Browsing) ->
     ]
     await browsing.screenshot("graphiql-wrong-key.png")
     await assert_offline_and_clean(browsing)
+
+
+async def test_the_page_policy_refuses_other_origins(browsing: Browsing) -> None:
+    """What the page's Content-Security-Policy does in the browser: a script that tries
+    another origin is stopped before any request, and the violation is seen."""
+    page = await open_graphiql(browsing)
+    refused = await page.evaluate(
+        """async () => {
+          const fetched = await fetch("https://example.com/x").then(
+            () => "answered", (error) => error.name
+          );
+          const socket = await new Promise((resolve) => {
+            const ws = new WebSocket("ws://example.com/graphql");
+            ws.onopen = () => resolve("open");
+            ws.onerror = () => resolve("error");
+          });
+          return [fetched, socket];
+        }"""
+    )
+    assert refused == ["TypeError", "error"]
+    await page.wait_for_function("window.cspViolations.length === 2", timeout=TIMEOUT_MS)
+    assert await page.evaluate("window.cspViolations") == [
+        "connect-src https://example.com/x",
+        "connect-src ws://example.com/graphql",
+    ]
+    assert browsing.blocked == []  # the policy stopped them before the network
