@@ -82,7 +82,6 @@ async def _serve(request: Request) -> Response:
         media_type=asset.content_type,
         headers={
             "Cache-Control": CACHE_FOREVER,
-            "ETag": f'"{asset.sha256}"',
             "X-Content-Type-Options": "nosniff",
         },
     )
