@@ -7,8 +7,9 @@ import contextlib
 import hmac
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import strawberry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from jobql.http.body_limit import BodyLimitMiddleware
+from jobql.http.connections import ConnectionRegistry
 from jobql.http.cors import cors_middleware
 from jobql.http.graphiql import asset_route
 from jobql.http.graphql import GraphQLView
@@ -25,7 +27,8 @@ from jobql.http.response_limit import ResponseLimitMiddleware
 from jobql.providers.registry import ProviderRegistry
 from jobql.runtime import Runtime, check_profile, freeze_long_lived_objects, open_runtime
 from jobql.schema.exports import possible_types_json
-from jobql.schema.v1.schema import build_schema
+from jobql.schema.hardening import SchemaOptions
+from jobql.schema.registry import VERSIONS
 from jobql.services.container import open_services
 from jobql.settings import Settings
 
@@ -60,20 +63,10 @@ def create_app(
     settings: Settings | None = None, *, providers: ProviderRegistry | None = None
 ) -> Starlette:
     settings = settings or Settings()
-    v1 = _Endpoint()
     check_profile(settings)
-    schema_v1 = build_schema(
-        introspection=settings.introspection,
-        field_suggestions=settings.field_suggestions,
-        max_depth=settings.max_query_depth,
-        max_aliases=settings.max_query_aliases,
-        max_tokens=settings.max_query_tokens,
-        max_directives=settings.max_query_directives,
-        max_directives_per_node=settings.max_query_directives_per_field,
-        max_cost=settings.max_query_cost,
-        default_page_size=settings.default_page_size,
-        max_page_size=settings.max_page_size,
-    )
+    options = SchemaOptions.from_settings(settings)
+    schemas = {api.name: api.build(options) for api in VERSIONS}
+    endpoints = {api.name: _Endpoint() for api in VERSIONS}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -85,20 +78,16 @@ def create_app(
         ):
             app.state.runtime = runtime
             app.state.services = services
-            v1.view = GraphQLView(schema_v1, services)
+            # One registry of open WebSockets for all versions: the per-key caps count
+            # connections and subscriptions on every endpoint together.
+            connections = ConnectionRegistry()
+            services.keys.watch(connections)
+            for name, endpoint in endpoints.items():
+                endpoint.view = GraphQLView(schemas[name], services, connections)
             if settings.create_dev_key and not await services.keys.any_key_exists():
                 _, key = await services.keys.create("development")
                 announce_dev_key(key, settings)
             yield
-
-    possible_types = possible_types_json(schema_v1).encode()
-
-    async def possible_types_v1(request: Request) -> Response:
-        return Response(
-            possible_types,
-            media_type="application/json",
-            headers={"Cache-Control": "public, max-age=300"},
-        )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -124,11 +113,15 @@ def create_app(
         body, content_type = await runtime.render_metrics()
         return Response(body, media_type=content_type)
 
-    routes: list[BaseRoute] = [
-        Route("/v1/graphql", v1, methods=["GET", "POST"]),
-        WebSocketRoute("/v1/graphql", v1),
-        asset_route(settings.graphiql),
-        Route("/v1/possible-types.json", possible_types_v1),
+    routes: list[BaseRoute] = []
+    for api in VERSIONS:
+        routes += [
+            Route(api.path, endpoints[api.name], methods=["GET", "POST"]),
+            WebSocketRoute(api.path, endpoints[api.name]),
+            asset_route(f"/{api.name}/graphiql", settings.graphiql),
+            Route(f"/{api.name}/possible-types.json", _possible_types(schemas[api.name])),
+        ]
+    routes += [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
@@ -149,6 +142,17 @@ def create_app(
             ),
         ],
     )
+
+
+def _possible_types(schema: strawberry.Schema) -> Callable[[Request], Awaitable[Response]]:
+    body = possible_types_json(schema).encode()
+
+    async def serve(request: Request) -> Response:
+        return Response(
+            body, media_type="application/json", headers={"Cache-Control": "public, max-age=300"}
+        )
+
+    return serve
 
 
 def metrics_refusal(request: Request, settings: Settings) -> Response | None:

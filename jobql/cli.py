@@ -57,16 +57,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = sub.add_parser("schema", help="print what client tooling needs").add_subparsers(
         dest="schema_command", required=True
     )
-    schema.add_parser("print", help="the v1 schema as SDL (for codegen)")
-    schema.add_parser(
-        "possible-types",
-        help="the v1 interfaces and unions with their object types, as JSON "
-        "(Apollo Client's InMemoryCache possibleTypes)",
-    )
+    for name, what in (
+        ("print", "the schema as SDL (for codegen)"),
+        (
+            "possible-types",
+            "the interfaces and unions with their object types, as JSON "
+            "(Apollo Client's InMemoryCache possibleTypes)",
+        ),
+    ):
+        command = schema.add_parser(name, help=what)
+        command.add_argument(
+            "--api-version", default="v1", metavar="vN", help="the API version (default v1)"
+        )
 
     args = parser.parse_args(argv)
     if args.command == "schema":
-        return schema_command(args.schema_command)
+        return schema_command(args.schema_command, args.api_version)
     settings = Settings()
     configure_logging(
         settings.log_level,
@@ -94,11 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(keys_command(settings, args))
 
 
-def schema_command(what: str) -> int:
+def schema_command(what: str, api_version: str) -> int:
     from jobql.schema.exports import possible_types_json, sdl
-    from jobql.schema.v1.schema import build_schema
+    from jobql.schema.hardening import SchemaOptions
+    from jobql.schema.registry import version
 
-    schema = build_schema()
+    try:
+        schema = version(api_version).build(SchemaOptions())
+    except KeyError as exc:
+        print(f"jobql: {exc.args[0]}", file=sys.stderr)
+        return 2
     sys.stdout.write(sdl(schema) if what == "print" else possible_types_json(schema))
     return 0
 

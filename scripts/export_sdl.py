@@ -1,10 +1,10 @@
-"""Write the current v1 SDL to jobql/schema/v1/schema.graphql (the frozen contract snapshot)
-and its possibleTypes to jobql/schema/v1/possible-types.json (served at
-/v1/possible-types.json for Apollo Client and other normalized caches).
+"""Write each API version's SDL snapshot (jobql/schema/vN/schema.graphql, the frozen
+contract) and its possibleTypes (jobql/schema/vN/possible-types.json, served at
+/vN/possible-types.json for Apollo Client and other normalized caches).
 
 Usage:
-    python scripts/export_sdl.py          # rewrite both files
-    python scripts/export_sdl.py --check  # exit 1 if either is out of date
+    python scripts/export_sdl.py          # rewrite every version's files
+    python scripts/export_sdl.py --check  # exit 1 if any is out of date
 """
 
 from __future__ import annotations
@@ -13,22 +13,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SNAPSHOT = ROOT / "jobql" / "schema" / "v1" / "schema.graphql"
-POSSIBLE_TYPES = ROOT / "jobql" / "schema" / "v1" / "possible-types.json"
 
 
 def current_files() -> dict[Path, str]:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from jobql.schema.exports import possible_types_json, sdl
-    from jobql.schema.v1.schema import build_schema
+    from jobql.schema.hardening import SchemaOptions
+    from jobql.schema.registry import VERSIONS
 
-    schema = build_schema()
-    return {SNAPSHOT: sdl(schema), POSSIBLE_TYPES: possible_types_json(schema)}
-
-
-def current_sdl() -> str:
-    return current_files()[SNAPSHOT]
+    files: dict[Path, str] = {}
+    for api in VERSIONS:
+        schema = api.build(SchemaOptions())
+        files[api.sdl_file] = sdl(schema)
+        files[api.possible_types_file] = possible_types_json(schema)
+    return files
 
 
 def main(argv: list[str]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,10 +37,14 @@ def database_url(backend: Backend, databases: Databases) -> Iterator[str]:
 
 @pytest.fixture
 def settings(backend: Backend, database_url: str) -> Settings:
+    return fast_settings(database_url, bus_url(backend.bus))
+
+
+def fast_settings(database_url: str, broadcast_url: str, **overrides: Any) -> Settings:
     """Fast settings for tests: short heartbeats and leases, no grace on shutdown."""
     return Settings(
         database_url=database_url,
-        broadcast_url=bus_url(backend.bus),
+        broadcast_url=broadcast_url,
         tasks_file=TEST_TASKS,
         migrate_on_start=False,  # the template database is migrated already
         create_dev_key=False,
@@ -51,6 +56,7 @@ def settings(backend: Backend, database_url: str) -> Settings:
         shutdown_grace_seconds=0,
         enforce_limits=False,  # the limit suites switch them on
         _env_file=None,  # type: ignore[call-arg]
+        **overrides,
     )
 
 

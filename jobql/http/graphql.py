@@ -214,7 +214,9 @@ class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = _TransportWSHandler
     graphql_ws_handler_class = _LegacyWSHandler
 
-    def __init__(self, schema: Schema, services: Services) -> None:
+    def __init__(
+        self, schema: Schema, services: Services, connections: ConnectionRegistry | None = None
+    ) -> None:
         settings = services.settings
         super().__init__(
             schema,
@@ -228,8 +230,10 @@ class GraphQLView(GraphQL[Context, None]):
         )
         self.services = services
         self.max_message_bytes = settings.ws_max_message_bytes
-        self.connections = ConnectionRegistry()
-        services.keys.watch(self.connections)
+        if connections is None:
+            connections = ConnectionRegistry()
+            services.keys.watch(connections)
+        self.connections = connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":

@@ -11,29 +11,14 @@ import pytest
 from jobql.settings import Settings
 from tests.api import Server, serve
 from tests.backends import Databases
-from tests.conftest import TEST_TASKS
+from tests.conftest import fast_settings
 
 # The origin of a frontend dev server on another port (Vite's default).
 DEV_ORIGIN = "http://localhost:5173"
 
 
 def client_settings(database_url: str, cors_origins: list[str]) -> Settings:
-    return Settings(
-        database_url=database_url,
-        broadcast_url="memory://",
-        tasks_file=TEST_TASKS,
-        migrate_on_start=False,  # the template database is migrated already
-        create_dev_key=False,
-        heartbeat_seconds=0.5,
-        coalesce_ms=10,
-        worker_poll_seconds=0.5,
-        lease_seconds=5,
-        lease_renew_seconds=1,
-        shutdown_grace_seconds=0,
-        enforce_limits=False,
-        cors_origins=cors_origins,
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    return fast_settings(database_url, "memory://", cors_origins=cors_origins)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ CONTENT_TYPES = {
 
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
-    async with uvicorn_serving(Starlette(routes=[asset_route(True)])) as serving:
+    async with uvicorn_serving(Starlette(routes=[asset_route("/v1/graphiql", True)])) as serving:
         yield serving
 
 
@@ -98,7 +98,7 @@ async def test_paths_out_of_the_folder_are_refused(port: int) -> None:
 
 async def test_nothing_is_served_when_graphiql_is_off() -> None:
     async with (
-        uvicorn_serving(Starlette(routes=[asset_route(False)])) as port,
+        uvicorn_serving(Starlette(routes=[asset_route("/v1/graphiql", False)])) as port,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
     ):
         for name in CONTENT_TYPES:

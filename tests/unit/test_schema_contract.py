@@ -1,8 +1,10 @@
-"""The released v1 SDL is frozen: breaking changes fail, additions are snapshotted on purpose."""
+"""Each released API version's SDL is frozen: breaking changes fail, additions are
+snapshotted on purpose; its possibleTypes file follows its SDL."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -22,32 +24,39 @@ from graphql import (
     is_specified_scalar_type,
 )
 
-from jobql.schema.v1 import schema as v1
+from jobql.schema.exports import possible_types
+from jobql.schema.hardening import SchemaOptions
+from jobql.schema.registry import VERSIONS, ApiVersion
 
 REPO = Path(__file__).resolve().parents[2]
-SNAPSHOT = REPO / "jobql" / "schema" / "v1" / "schema.graphql"
 EXPORT_SCRIPT = REPO / "scripts" / "export_sdl.py"
 REGENERATE = (
     "if the change is deliberate and non-breaking, run `make sdl` "
-    "(python scripts/export_sdl.py) and commit jobql/schema/v1/schema.graphql"
+    "(python scripts/export_sdl.py) and commit jobql/schema/<version>/schema.graphql"
 )
 
 ROOT_TYPES = {"Query", "Mutation", "Subscription"}
 CUSTOM_SCALARS = {"JSON", "DateTime"}
 
 
-@pytest.fixture(scope="module")
-def snapshot_text() -> str:
-    assert SNAPSHOT.exists(), f"missing SDL snapshot {SNAPSHOT}; {REGENERATE}"
-    return SNAPSHOT.read_text(encoding="utf-8")
+@pytest.fixture(params=VERSIONS, ids=lambda api: api.name)
+def api(request: pytest.FixtureRequest) -> ApiVersion:
+    version: ApiVersion = request.param
+    return version
 
 
-@pytest.fixture(scope="module")
-def strawberry_schema() -> strawberry.Schema:
-    return v1.build_schema()
+@pytest.fixture
+def snapshot_text(api: ApiVersion) -> str:
+    assert api.sdl_file.exists(), f"missing SDL snapshot {api.sdl_file}; {REGENERATE}"
+    return api.sdl_file.read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def strawberry_schema(api: ApiVersion) -> strawberry.Schema:
+    return api.build(SchemaOptions())
+
+
+@pytest.fixture
 def current(strawberry_schema: strawberry.Schema) -> GraphQLSchema:
     return strawberry_schema._schema
 
@@ -76,17 +85,19 @@ def _remove_field(sdl: str, type_name: str, field_line: str) -> str:
     return sdl[:start] + block.replace(f"\n  {field_line}\n", "\n", 1) + sdl[end:]
 
 
-def test_no_breaking_changes_against_snapshot(snapshot_text: str, current: GraphQLSchema) -> None:
+def test_no_breaking_changes_against_snapshot(
+    api: ApiVersion, snapshot_text: str, current: GraphQLSchema
+) -> None:
     released = graphql.build_schema(snapshot_text)
     changes = find_breaking_changes(released, current)
     assert changes == [], (
-        "breaking changes to the released v1 schema (ship them as a new API version, "
+        f"breaking changes to the released {api.name} schema (ship them as a new API version, "
         "never by editing the v1 snapshot):\n"
         + "\n".join(f"  {c.type.name}: {c.description}" for c in changes)
     )
 
 
-def test_every_named_type_is_versioned(current: GraphQLSchema) -> None:
+def test_every_named_type_is_versioned(api: ApiVersion, current: GraphQLSchema) -> None:
     exempt = ROOT_TYPES | CUSTOM_SCALARS
     checked = []
     unversioned = []
@@ -96,7 +107,7 @@ def test_every_named_type_is_versioned(current: GraphQLSchema) -> None:
         if name in exempt:
             continue
         checked.append(named_type)
-        if not name.startswith("V1"):
+        if not name.startswith(api.type_prefix):
             unversioned.append(name)
     assert unversioned == []
     # Every kind of named type is covered, so the rule is not vacuous for any of them.
@@ -112,7 +123,8 @@ def test_every_named_type_is_versioned(current: GraphQLSchema) -> None:
     assert exempt <= set(current.type_map)
 
 
-def test_breaking_change_check_detects_a_removed_field(snapshot_text: str) -> None:
+def test_breaking_change_check_detects_a_removed_field() -> None:
+    snapshot_text = VERSIONS[0].sdl_file.read_text(encoding="utf-8")
     original = graphql.build_schema(snapshot_text)
     modified = graphql.build_schema(_remove_field(snapshot_text, "V1Job", "tier: V1Tier!"))
     assert "tier" in object_fields(original, "V1Job")
@@ -126,15 +138,35 @@ def test_breaking_change_check_detects_a_removed_field(snapshot_text: str) -> No
 
 
 def test_snapshot_matches_current_sdl(
-    snapshot_text: str, strawberry_schema: strawberry.Schema
+    api: ApiVersion, snapshot_text: str, strawberry_schema: strawberry.Schema
 ) -> None:
     current_sdl = strawberry_schema.as_str() + "\n"
-    assert snapshot_text == current_sdl, f"the v1 SDL changed; {REGENERATE}"
+    assert snapshot_text == current_sdl, f"the {api.name} SDL changed; {REGENERATE}"
 
 
-def test_export_script_writes_what_the_snapshot_test_expects(
-    strawberry_schema: strawberry.Schema,
+def test_possible_types_file_matches_the_schema(
+    api: ApiVersion, strawberry_schema: strawberry.Schema, current: GraphQLSchema
 ) -> None:
-    script = load_export_script()
-    assert script.SNAPSHOT == SNAPSHOT
-    assert script.current_sdl() == strawberry_schema.as_str() + "\n"
+    published = json.loads(api.possible_types_file.read_text(encoding="utf-8"))
+    assert published == {"possibleTypes": possible_types(strawberry_schema)}, REGENERATE
+    # Every interface and union is there, each with the object types that implement it.
+    abstract = {
+        name
+        for name, t in current.type_map.items()
+        if isinstance(t, GraphQLInterfaceType | GraphQLUnionType) and not is_introspection_type(t)
+    }
+    assert set(published["possibleTypes"]) == abstract
+    for name, members in published["possibleTypes"].items():
+        assert members, name
+        for member in members:
+            assert isinstance(current.type_map[member], GraphQLObjectType)
+
+
+def test_export_script_writes_what_the_tests_expect(
+    api: ApiVersion, strawberry_schema: strawberry.Schema
+) -> None:
+    files = load_export_script().current_files()
+    assert files[api.sdl_file] == strawberry_schema.as_str() + "\n"
+    assert json.loads(files[api.possible_types_file]) == {
+        "possibleTypes": possible_types(strawberry_schema)
+    }

@@ -1,5 +1,5 @@
 """The GraphiQL explorer, served from files vendored in this package (no outside network):
-the page on a browser GET of /v1/graphql and its assets under /v1/graphiql/."""
+the page on a browser GET of /<version>/graphql and its assets under /<version>/graphiql/."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-PREFIX = "/v1/graphiql"
 # Long enough that a browser never asks again: a new file has a new hash, so a new URL.
 CACHE_FOREVER = "public, max-age=31536000, immutable"
 _CONTENT_TYPES = {
@@ -37,7 +36,7 @@ class Asset:
 
     @property
     def path(self) -> str:
-        """Where the page loads it from, relative to /v1/graphql."""
+        """Where the page loads it from, relative to /<version>/graphql."""
         return f"graphiql/{self.digest}/{self.name}"
 
     def read(self) -> bytes:
@@ -91,8 +90,9 @@ async def _disabled(request: Request) -> Response:
     return PlainTextResponse("Not Found", status_code=404)
 
 
-def asset_route(enabled: bool) -> Route:
-    """GET /v1/graphiql/<hash>/<file>; every path answers 404 when GraphiQL is off."""
+def asset_route(prefix: str, enabled: bool) -> Route:
+    """GET <prefix>/<hash>/<file> (/v1/graphiql/… next to /v1/graphql); every path answers
+    404 when GraphiQL is off."""
     return Route(
-        PREFIX + "/{digest}/{name:path}", _serve if enabled else _disabled, methods=["GET"]
+        prefix + "/{digest}/{name:path}", _serve if enabled else _disabled, methods=["GET"]
     )

@@ -1,31 +1,15 @@
-"""The v1 schema: root types wired to resolvers, plus Strawberry's safety extensions."""
+"""The v1 schema: root types wired to resolvers, hardened like every version
+(jobql/schema/hardening.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import strawberry
-from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
-from strawberry.extensions.max_aliases import create_validator as aliases_rule
-from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
-from strawberry.schema.config import StrawberryConfig
 
 from jobql.resolvers.v1 import jobs as r
-from jobql.schema.base import Schema
-from jobql.schema.cost import CostModel, QueryCostLimiter
-from jobql.schema.directives import LimitErrorsOnly, directives_rule
-from jobql.schema.extensions import (
-    MaskInternalErrors,
-    ResponseExtensions,
-    SafeParserCache,
-    should_mask,
-)
+from jobql.schema.hardening import SchemaOptions, hardened_schema
 from jobql.schema.v1 import errors as e
 from jobql.schema.v1.enums import V1JobStatus
 from jobql.schema.v1.events import (
@@ -103,51 +87,14 @@ EXTRA_TYPES = [
 ]
 
 
-def build_schema(
-    *,
-    introspection: bool = True,
-    field_suggestions: bool = False,
-    max_depth: int = 10,
-    max_aliases: int = 30,
-    max_tokens: int = 2000,
-    max_directives: int = 50,
-    max_directives_per_node: int = 4,
-    max_cost: int = 5000,
-    default_page_size: int = 20,
-    max_page_size: int = 100,
-) -> strawberry.Schema:
-    # Validation rules are built once so that, with the parser cache handing back the same
-    # document for the same query text, ValidationCache hits: repeated operations (what
-    # real clients send) skip parsing and validation, about half of a submit's CPU.
-    rules: list[type[ASTValidationRule]] = [
-        depth_rule(max_depth, None),
-        aliases_rule(max_aliases),
-        directives_rule(max_directives, max_directives_per_node),
-    ]
-    if not introspection:
-        rules.append(NoSchemaIntrospectionCustomRule)
-    cost_model = CostModel(default_page_size=default_page_size, max_page_size=max_page_size)
-    # Factories, not instances: Strawberry builds fresh extensions for every operation.
-    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
-        ResponseExtensions,
-        lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        lambda: SafeParserCache(maxsize=256),
-        lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=256),
-        LimitErrorsOnly,
-        lambda: QueryCostLimiter(max_cost, cost_model),
-        lambda: MaskInternalErrors(
-            should_mask_error=should_mask,
-            error_message="Internal error; quote the request id when reporting it.",
-        ),
-    ]
-    return Schema(
+def build_schema(options: SchemaOptions | None = None, **overrides: Any) -> strawberry.Schema:
+    """The v1 schema, hardened with ``options`` (defaults, or some set by name)."""
+    return hardened_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=EXTRA_TYPES,
-        extensions=extensions,
-        config=StrawberryConfig(disable_field_suggestions=not field_suggestions),
+        options=options or SchemaOptions.of(**overrides),
     )
 
 
