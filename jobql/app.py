@@ -20,12 +20,19 @@ from starlette.types import Receive, Scope, Send
 from jobql.http.body_limit import BodyLimitMiddleware
 from jobql.http.connections import ConnectionRegistry
 from jobql.http.cors import cors_middleware
+from jobql.http.deprecation import DeprecationMiddleware
 from jobql.http.graphiql import asset_route
 from jobql.http.graphql import GraphQLView
 from jobql.http.request_id import RequestIdMiddleware
 from jobql.http.response_limit import ResponseLimitMiddleware
 from jobql.providers.registry import ProviderRegistry
-from jobql.runtime import Runtime, check_profile, freeze_long_lived_objects, open_runtime
+from jobql.runtime import (
+    Runtime,
+    check_api_versions,
+    check_profile,
+    freeze_long_lived_objects,
+    open_runtime,
+)
 from jobql.schema.exports import possible_types_json
 from jobql.schema.hardening import SchemaOptions
 from jobql.schema.registry import VERSIONS
@@ -64,6 +71,7 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings()
     check_profile(settings)
+    check_api_versions(settings)
     options = SchemaOptions.from_settings(settings)
     schemas = {api.name: api.build(options) for api in VERSIONS}
     endpoints = {api.name: _Endpoint() for api in VERSIONS}
@@ -133,6 +141,7 @@ def create_app(
             # Outermost, so refusals by the middlewares below (413, 400) carry the CORS
             # headers too: a browser hides the body of an answer without them.
             cors_middleware(settings),
+            Middleware(DeprecationMiddleware, notices=settings.api_deprecations),
             Middleware(RequestIdMiddleware),
             Middleware(ResponseLimitMiddleware, max_bytes=settings.max_response_bytes),
             Middleware(

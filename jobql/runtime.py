@@ -88,8 +88,22 @@ def check_configuration(settings: Settings, *, with_worker: bool, serving: bool 
         raise ConfigError(f"provider name {SimulatedProvider.name!r} is the built-in one's")
     if serving:
         check_profile(settings)
+        check_api_versions(settings)
     if with_worker:
         check_task_providers(load_tasks(settings.tasks_file), provider_names(settings))
+
+
+def check_api_versions(settings: Settings) -> None:
+    """JOBQL_API_DEPRECATIONS names versions this server serves."""
+    from jobql.schema.registry import VERSIONS
+
+    known = [api.name for api in VERSIONS]
+    unknown = sorted(set(settings.api_deprecations) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"JOBQL_API_DEPRECATIONS names unknown API versions {unknown} "
+            f"(this server serves {', '.join(known)})"
+        )
 
 
 def check_profile(settings: Settings) -> None:

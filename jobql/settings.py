@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,15 @@ class ProviderSettings(BaseModel):
     # its whole length, so this is at least the process's job cap (worker_concurrency), or
     # jobs past it wait for a connection to free up.
     max_connections: int = Field(default=256, ge=1)
+
+
+class ApiDeprecation(BaseModel):
+    """An API version being retired: its HTTP answers say so (RFC 9745 ``Deprecation``, RFC
+    8594 ``Sunset``, and ``Link`` headers to the migration guide)."""
+
+    deprecated_at: datetime = Field(description="since when the version is deprecated")
+    sunset_at: datetime | None = Field(default=None, description="when it stops answering")
+    link: str | None = Field(default=None, description="the migration guide's URL")
 
 
 DEFAULT_TIER_LIMITS = {
@@ -178,6 +188,9 @@ class Settings(BaseSettings):
     # How long a browser may cache a preflight answer.
     cors_max_age_seconds: int = Field(default=600, ge=0)
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    # API versions being retired, by name: {"v1": {"deprecated_at": "2027-01-01T00:00:00Z",
+    # "sunset_at": "2027-07-01T00:00:00Z", "link": "https://.../migrating-to-v2"}}.
+    api_deprecations: dict[str, ApiDeprecation] = Field(default_factory=dict)
     # Key revocation and WebSocket budgets (docs/security.md). A key lookup is cached for
     # key_cache_seconds while a shared event bus carries revocations to this process, and
     # for key_cache_fallback_seconds otherwise (memory:// bus, or the bus is down); open

@@ -29,7 +29,16 @@ ALLOW_HEADERS = (
     "baggage",
 )
 # Response headers a page may read besides the safelisted ones (Content-Type and such).
-EXPOSE_HEADERS = ("Retry-After", "X-Request-ID", "RateLimit", "RateLimit-Policy")
+EXPOSE_HEADERS = (
+    "Retry-After",
+    "X-Request-ID",
+    "RateLimit",
+    "RateLimit-Policy",
+    # An API version being retired (jobql/http/deprecation.py).
+    "Deprecation",
+    "Sunset",
+    "Link",
+)
 
 
 def cors_middleware(settings: Settings) -> Middleware:
