@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobql.runtime import Runtime
 from jobql.services.auth import FailedLookups, KeyService
 from jobql.services.jobs import JobService
 from jobql.services.ratelimit import RateLimiter
+from jobql.services.run import RunService
 from jobql.services.streams import StreamService
 from jobql.services.viewer import ViewerService
 from jobql.settings import Settings
@@ -25,6 +26,11 @@ class Services:
     jobs: JobService
     streams: StreamService
     viewer: ViewerService
+    # runJob: submit and follow in one stream (built from jobs and streams).
+    run: RunService = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", RunService(jobs=self.jobs, streams=self.streams))
 
 
 @contextlib.asynccontextmanager
@@ -45,8 +51,9 @@ async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
     )
     # Revocations published by any process (or `jobql keys revoke`) reach this one.
     follow_keys = asyncio.create_task(keys.run(), name="jobql-key-revocations")
+    services: Services | None = None
     try:
-        yield Services(
+        services = Services(
             settings=settings,
             tasks=runtime.tasks,
             keys=keys,
@@ -66,7 +73,11 @@ async def open_services(runtime: Runtime) -> AsyncIterator[Services]:
             ),
             viewer=ViewerService(settings, runtime.sessions),
         )
+        yield services
     finally:
+        if services is not None:
+            # Jobs whose clients just left are cancelled before the database goes away.
+            await services.run.aclose()
         follow_keys.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await follow_keys
