@@ -203,10 +203,15 @@ class SqlJobStore:
         limit: int,
         after: PageCursor | None,
         statuses: Sequence[JobStatus] | None,
+        before: PageCursor | None = None,
+        oldest_first: bool = False,
+        api_version: str | None = None,
     ) -> list[Job]:
         stmt = select(Job).where(Job.principal_id == principal_id)
         if statuses:
             stmt = stmt.where(Job.status.in_([s.value for s in statuses]))
+        if api_version is not None:
+            stmt = stmt.where(Job.api_version == api_version)
         if after is not None:
             stmt = stmt.where(
                 or_(
@@ -214,7 +219,17 @@ class SqlJobStore:
                     and_(Job.created_at == after.created_at, Job.id < after.job_id),
                 )
             )
-        stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        if before is not None:
+            stmt = stmt.where(
+                or_(
+                    Job.created_at > before.created_at,
+                    and_(Job.created_at == before.created_at, Job.id > before.job_id),
+                )
+            )
+        if oldest_first:
+            stmt = stmt.order_by(Job.created_at.asc(), Job.id.asc()).limit(limit)
+        else:
+            stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         async with self.reads() as session:
             jobs = list(await session.scalars(stmt))
             await self._fill_output(session, jobs)

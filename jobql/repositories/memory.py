@@ -146,6 +146,9 @@ class MemoryJobStore:
         limit: int,
         after: PageCursor | None,
         statuses: Sequence[JobStatus] | None,
+        before: PageCursor | None = None,
+        oldest_first: bool = False,
+        api_version: str | None = None,
     ) -> list[Job]:
         wanted = {s.value for s in statuses} if statuses else None
         jobs = [
@@ -153,9 +156,11 @@ class MemoryJobStore:
             for job in self._jobs.values()
             if job.principal_id == principal_id
             and (wanted is None or job.status in wanted)
+            and (api_version is None or job.api_version == api_version)
             and (after is None or (job.created_at, job.id) < (after.created_at, after.job_id))
+            and (before is None or (job.created_at, job.id) > (before.created_at, before.job_id))
         ]
-        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=not oldest_first)
         return [self._read(job) for job in jobs[:limit]]
 
     async def events_after(self, job_id: str, after: int, limit: int = 500) -> list[StoredEvent]:

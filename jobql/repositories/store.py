@@ -111,8 +111,14 @@ class JobStore(Protocol):
         limit: int,
         after: PageCursor | None,
         statuses: Sequence[JobStatus] | None,
+        before: PageCursor | None = None,
+        oldest_first: bool = False,
+        api_version: str | None = None,
     ) -> list[Job]:
-        """Newest first; ``after`` continues below the given (created_at, id)."""
+        """The caller's jobs ordered by (created_at, id), newest first: those below ``after``
+        and above ``before`` (both exclusive), of ``api_version`` when given. With
+        ``oldest_first`` the order is reversed, so ``limit`` keeps the oldest of them (the
+        page just above ``after``/below ``before`` when paging backwards)."""
         ...
 
     async def events_after(

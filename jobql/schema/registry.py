@@ -16,6 +16,7 @@ import strawberry
 
 from jobql.schema.hardening import SchemaOptions
 from jobql.schema.v1.schema import build_schema as build_v1
+from jobql.schema.v2.schema import build_schema as build_v2
 
 SCHEMA_DIR = Path(__file__).parent
 
@@ -45,7 +46,7 @@ class ApiVersion:
         return SCHEMA_DIR / self.name / "possible-types.json"
 
 
-VERSIONS: tuple[ApiVersion, ...] = (ApiVersion("v1", build_v1),)
+VERSIONS: tuple[ApiVersion, ...] = (ApiVersion("v1", build_v1), ApiVersion("v2", build_v2))
 
 
 def version(name: str) -> ApiVersion:

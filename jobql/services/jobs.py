@@ -94,8 +94,9 @@ class IdempotencyKeyReused:
 
 @dataclass(frozen=True)
 class JobPage:
-    jobs: list[Job]
-    has_next_page: bool
+    jobs: list[Job]  # newest first
+    has_next_page: bool  # older jobs follow the page
+    has_previous_page: bool = False  # newer jobs precede it
 
     @staticmethod
     def cursor(job: Job) -> str:
@@ -451,14 +452,55 @@ class JobService:
         first: int | None,
         after: str | None,
         statuses: Sequence[JobStatus] | None,
+        last: int | None = None,
+        before: str | None = None,
+        api_version: str | None = None,
     ) -> JobPage:
-        size = first if first is not None else self.settings.default_page_size
+        """A page of the caller's jobs, newest first, between the cursors ``after`` and
+        ``before``: the ``first`` of them, or with ``last`` (and no ``first``) the last ones,
+        for paging backwards. Raises InvalidCursor."""
+        backwards = last is not None and first is None
+        wanted = last if backwards else first
+        size = wanted if wanted is not None else self.settings.default_page_size
         size = max(0, min(size, self.settings.max_page_size))
-        cursor = decode_cursor(after) if after else None
+        below = decode_cursor(after) if after else None
+        above = decode_cursor(before) if before else None
         jobs = await self.store.list_owned(
-            caller.id, limit=size + 1, after=cursor, statuses=statuses
+            caller.id,
+            limit=size + 1,
+            after=below,
+            statuses=statuses,
+            before=above,
+            oldest_first=backwards,
+            api_version=api_version,
         )
-        return JobPage(jobs=jobs[:size], has_next_page=len(jobs) > size)
+        more = len(jobs) > size
+        jobs = jobs[:size]
+
+        async def beyond(cursor: PageCursor, *, older: bool) -> bool:
+            """Whether any job lies past a cursor the page was bounded by."""
+            found = await self.store.list_owned(
+                caller.id,
+                limit=1,
+                after=cursor if older else None,
+                statuses=statuses,
+                before=None if older else cursor,
+                api_version=api_version,
+            )
+            return bool(found)
+
+        if backwards:
+            jobs.reverse()
+            return JobPage(
+                jobs=jobs,
+                has_next_page=above is not None and await beyond(above, older=True),
+                has_previous_page=more,
+            )
+        return JobPage(
+            jobs=jobs,
+            has_next_page=more,
+            has_previous_page=below is not None and await beyond(below, older=False),
+        )
 
     # -- cancel --------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Resolvers of API version 2."""
