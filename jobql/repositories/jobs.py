@@ -40,7 +40,7 @@ from jobql.repositories.store import (
     PageCursor,
     Rescued,
 )
-from jobql.repositories.usage import UsageRepository
+from jobql.repositories.usage import JobContract, UsageRepository
 from jobql.states import (
     CancelAction,
     Finish,
@@ -572,7 +572,15 @@ class SqlJobStore:
             update(_JOBS)
             .where(_C.id == job_id, *_where(guard))
             .values(last_seq=_C.last_seq + 1, **values)
-            .returning(_C.last_seq, _C.principal_id)
+            .returning(
+                _C.last_seq,
+                _C.principal_id,
+                _C.api_version,
+                _C.task,
+                _C.provider,
+                _C.model_name,
+                _C.model_version,
+            )
         )
         row = (await session.execute(stmt)).one_or_none()
         if row is None:
@@ -584,12 +592,11 @@ class SqlJobStore:
             _INSERT_EVENT, _event_row(job_id, event.seq, event.type, event.payload, event.at)
         )
         if finish.billed:
+            contract = JobContract(
+                row.api_version, row.task, row.provider, row.model_name, row.model_version
+            )
             await UsageRepository(session).add(
-                row.principal_id,
-                finish.finished_at.date(),
-                input_tokens=finish.usage.input_tokens,
-                output_tokens=finish.usage.output_tokens,
-                cost_micros=finish.usage.cost_micros,
+                row.principal_id, finish.finished_at.date(), contract, finish.status, finish.usage
             )
         return event
 

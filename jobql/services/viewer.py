@@ -1,16 +1,21 @@
-"""What a caller can learn about itself: tier, limits, today's usage, active jobs."""
+"""What a caller can learn about itself: tier, limits, today's usage, active jobs, usage
+reports."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from jobql.errors import InvalidInput, ServiceUnavailable
 from jobql.models.base import utcnow
 from jobql.repositories.principals import PrincipalRepository
 from jobql.repositories.usage import UsageRepository
 from jobql.services.auth import Caller
 from jobql.services.limits import Limits, effective_limits
+from jobql.services.usage_report import UsageGroup, UsageReport, UsageReportService
 from jobql.settings import Settings
 
 
@@ -34,19 +39,26 @@ class ViewerService:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.reports = UsageReportService(sessions)
 
     async def usage_today(self, caller: Caller) -> ViewerUsage:
         today = utcnow().date()
         async with self.sessions() as session:
-            usage = await UsageRepository(session).get(caller.id, today)
+            usage = await UsageRepository(session).day_totals(caller.id, today)
             load = await PrincipalRepository(session).load(caller.id, today)
         return ViewerUsage(
             day=today.isoformat(),
-            jobs=usage.jobs if usage else 0,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cost_micros=usage.cost_micros if usage else 0,
+            jobs=usage.jobs,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_micros=usage.cost_micros,
             reserved_micros=load.reserved_micros,
             active_jobs=load.active,
             limits=effective_limits(self.settings.limits_for(caller.tier), caller.overrides),
         )
+
+    async def usage_report(
+        self, caller: Caller, first: date, last: date, group_by: Iterable[UsageGroup]
+    ) -> UsageReport | InvalidInput | ServiceUnavailable:
+        """The caller's usage from day ``first`` to day ``last`` (UTC, both included)."""
+        return await self.reports.report(caller.id, first, last, group_by)

@@ -67,12 +67,20 @@ async def test_load_counts_only_the_callers_active_jobs_and_todays_spending(
     await set_status(sessions, [mine[2].id], JobStatus.FAILED)
     await set_status(sessions, [mine[3].id, theirs[0].id], JobStatus.RUNNING)
     today = utcnow().date()
+    model = {"api_version": "v1", "provider": "simulated", "model_name": "m", "model_version": "1"}
     async with sessions() as session, session.begin():
         session.add_all(
-            [
-                UsageDay(principal_id=alice.id, day=today, cost_micros=700),
-                UsageDay(principal_id=alice.id, day=today - timedelta(days=1), cost_micros=5000),
-                UsageDay(principal_id=bob.id, day=today, cost_micros=300),
+            [  # the day's spending is the sum over its tasks and models
+                UsageDay(principal_id=alice.id, day=today, task="a", cost_micros=400, **model),
+                UsageDay(principal_id=alice.id, day=today, task="b", cost_micros=300, **model),
+                UsageDay(
+                    principal_id=alice.id,
+                    day=today - timedelta(days=1),
+                    task="a",
+                    cost_micros=5000,
+                    **model,
+                ),
+                UsageDay(principal_id=bob.id, day=today, task="a", cost_micros=300, **model),
             ]
         )
 
