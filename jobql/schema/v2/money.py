@@ -14,7 +14,7 @@ import strawberry
 CURRENCY = "USD"
 PLACES = 6
 MICROS_PER_DOLLAR = 1_000_000
-_AMOUNT = re.compile(r"\d{1,12}(\.\d{1,6})?")
+_AMOUNT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
 
 
 @strawberry.type(
