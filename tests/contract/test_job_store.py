@@ -516,6 +516,78 @@ async def test_list_owned_pages_newest_first(store: JobStore, new_caller: NewCal
     assert [j.id for j in queued] == [newest, middle]
 
 
+def at(job: Job) -> PageCursor:
+    return PageCursor(job.created_at, job.id)
+
+
+async def test_list_owned_pages_backwards_oldest_first(
+    store: JobStore, new_caller: NewCaller
+) -> None:
+    caller, other = await new_caller(), await new_caller()
+    ids = await add_many(store, caller, 5)  # oldest first
+    await add_many(store, other, 2)
+    everything = await store.list_owned(caller, limit=10, after=None, statuses=None)
+    assert [j.id for j in everything] == ids[::-1]
+    # The last page of the list (the oldest jobs), oldest first: the limit keeps the oldest.
+    tail = await store.list_owned(caller, limit=2, after=None, statuses=None, oldest_first=True)
+    assert [j.id for j in tail] == ids[:2]
+    # Above a cursor: the jobs newer than it, nearest first.
+    newer = await store.list_owned(
+        caller, limit=2, after=None, statuses=None, before=at(tail[-1]), oldest_first=True
+    )
+    assert [j.id for j in newer] == ids[2:4]
+    newest = await store.list_owned(
+        caller, limit=10, after=None, statuses=None, before=at(newer[-1]), oldest_first=True
+    )
+    assert [j.id for j in newest] == ids[4:]
+    assert (
+        await store.list_owned(
+            caller, limit=10, after=None, statuses=None, before=at(newest[-1]), oldest_first=True
+        )
+        == []
+    )
+
+
+async def test_list_owned_between_two_cursors_in_either_order(
+    store: JobStore, new_caller: NewCaller
+) -> None:
+    caller = await new_caller()
+    ids = await add_many(store, caller, 6)
+    jobs = {j.id: j for j in await store.list_owned(caller, limit=10, after=None, statuses=None)}
+    upper, lower = at(jobs[ids[4]]), at(jobs[ids[1]])  # exclusive bounds
+    newest_first = await store.list_owned(
+        caller, limit=10, after=upper, before=lower, statuses=None
+    )
+    assert [j.id for j in newest_first] == [ids[3], ids[2]]
+    oldest_first = await store.list_owned(
+        caller, limit=10, after=upper, before=lower, statuses=None, oldest_first=True
+    )
+    assert [j.id for j in oldest_first] == [ids[2], ids[3]]
+
+
+async def test_list_owned_keeps_to_the_status_and_api_version_asked_for(
+    store: JobStore, new_caller: NewCaller
+) -> None:
+    caller = await new_caller()
+    base = utcnow() - timedelta(minutes=1)
+    jobs = [new_job(caller, created_at=base + timedelta(milliseconds=i)) for i in range(6)]
+    for i, job in enumerate(jobs):
+        job.api_version = "v2" if i % 2 else "v1"
+        await add(store, job)
+    v2 = [j.id for j in jobs if j.api_version == "v2"]
+    listed = await store.list_owned(caller, limit=10, after=None, statuses=None, api_version="v2")
+    assert [j.id for j in listed] == v2[::-1]
+    backwards = await store.list_owned(
+        caller, limit=2, after=None, statuses=None, api_version="v2", oldest_first=True
+    )
+    assert [j.id for j in backwards] == v2[:2]
+    await store.claim("w", 1, LEASE)  # the oldest job: a v1 one
+    queued_v1 = await store.list_owned(
+        caller, limit=10, after=None, statuses=[JobStatus.QUEUED], api_version="v1"
+    )
+    assert [j.id for j in queued_v1] == [jobs[4].id, jobs[2].id]
+
+
 async def test_events_after_a_cursor_up_to_a_limit(store: JobStore, new_caller: NewCaller) -> None:
     job = await running(store, await new_caller())
     await store.append_events([write(job.id, "w", "a", "b", "c")])
