@@ -93,7 +93,7 @@ def job_error(error: JobError, request_id: str | None) -> e.V2JobError:
         retryable=error.retryable,
         request_id=request_id,
         retry_after_seconds=error.retry_after_seconds,
-        violations=violations(error.violations) if error.violations else None,
+        violations=violations(error.violations),
     )
 
 

@@ -110,13 +110,14 @@ class V2PromptInjectionDetected(V2Error):
 @strawberry.type(
     description="Why a job failed (or stopped): `code` is one of PROVIDER_UNAVAILABLE, "
     "PROVIDER_TIMEOUT, PROVIDER_RATE_LIMITED, OUTPUT_SCHEMA_MISMATCH, CONTENT_FILTERED, "
-    "DEADLINE_EXCEEDED, BUDGET_EXCEEDED, WORKER_LOST, INTERNAL. The optional fields are set "
-    "for the codes they name, null otherwise."
+    "DEADLINE_EXCEEDED, BUDGET_EXCEEDED, WORKER_LOST, INTERNAL. retryAfterSeconds and "
+    "violations are filled for the codes they name (null and empty otherwise)."
 )
 class V2JobError(V2Error):
     retry_after_seconds: float | None = strawberry.field(
         description="PROVIDER_RATE_LIMITED: when the provider said a retry may succeed."
     )
-    violations: list[V2Violation] | None = strawberry.field(
-        description="OUTPUT_SCHEMA_MISMATCH: where the output broke the task's output schema."
+    violations: list[V2Violation] = strawberry.field(
+        description="OUTPUT_SCHEMA_MISMATCH: where the output broke the task's output schema; "
+        "empty for other codes."
     )

@@ -44,7 +44,9 @@ class V2OutputDelta(V2JobEvent):
 
 @strawberry.type(description="The job entered a new phase (agent-style work).")
 class V2Progress(V2JobEvent):
-    phase: str
+    # Nullable only so that it has V2Heartbeat.phase's type: one selection over
+    # V2JobEventResult can then ask both for `phase` without an alias. Always set here.
+    phase: str | None = strawberry.field(description="The new phase; always set on this event.")
     message: str
 
 

@@ -1,0 +1,1 @@
+"""End-to-end tests of API v2 (/v2/graphql) against a real server."""
