@@ -1,15 +1,17 @@
-"""The `jobql` command: serve | worker | migrate | keys … | schema print|possible-types."""
+"""The `jobql` command: serve | worker | migrate | keys … | usage | schema print|possible-types."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from jobql.observability.logging import configure_logging
 from jobql.services.limits import LimitOverrides
@@ -17,6 +19,7 @@ from jobql.settings import Settings
 
 if TYPE_CHECKING:
     from jobql.events.bus import BroadcastBus
+    from jobql.services.usage_report import UsageReport, UsageRow, UsageTotals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +56,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits.add_argument("--cost-per-day", type=float, metavar="USD", help="daily cost cap")
     limits.add_argument("--max-active", type=int, metavar="N", help="queued + running jobs")
     limits.add_argument("--reset", action="store_true", help="back to the tier's defaults")
+
+    usage = sub.add_parser(
+        "usage",
+        help="a caller's usage (jobs, tokens, cost) over UTC days, as the v2 usage query "
+        "answers it",
+    )
+    usage.add_argument(
+        "--key", required=True, metavar="PREFIX", help="the key's prefix, as `jobql keys list`"
+    )
+    usage.add_argument(
+        "--from", dest="first", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD"
+    )
+    usage.add_argument(
+        "--to",
+        dest="last",
+        required=True,
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="the last UTC day, included",
+    )
+    usage.add_argument(
+        "--group-by",
+        type=parse_usage_groups,
+        default=(),
+        metavar="day,task,model",
+        help="group rows by any of day, task, model (default: one row)",
+    )
+    usage.add_argument("--json", action="store_true", help="JSON shaped like the v2 answer")
 
     schema = sub.add_parser("schema", help="print what client tooling needs").add_subparsers(
         dest="schema_command", required=True
@@ -97,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(worker_command(settings))
     if args.command == "migrate":
         return asyncio.run(migrate_command(settings))
+    if args.command == "usage":
+        return asyncio.run(usage_command(settings, args))
     return asyncio.run(keys_command(settings, args))
 
 
@@ -275,6 +308,143 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
             await bus.disconnect()
         await engine.dispose()
     return 0
+
+
+def parse_usage_groups(text: str) -> tuple[str, ...]:
+    """`day,task,model` (any of them, in any order) as UsageGroup values."""
+    from jobql.services.usage_report import UsageGroup
+
+    names = tuple(name.strip().lower() for name in text.split(",") if name.strip())
+    known = {group.value for group in UsageGroup}
+    if unknown := [name for name in names if name not in known]:
+        raise argparse.ArgumentTypeError(
+            f"unknown group {', '.join(unknown)} (choose from day, task, model)"
+        )
+    return names
+
+
+async def usage_command(settings: Settings, args: argparse.Namespace) -> int:
+    from jobql.errors import InvalidInput, ServiceUnavailable
+    from jobql.repositories.database import create_engine, create_session_factory
+    from jobql.repositories.migrate import upgrade
+    from jobql.services.usage_report import UsageGroup, UsageReportService
+
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.migrate_on_start:
+            await upgrade(engine)
+        service = UsageReportService(create_session_factory(engine))
+        owners = await service.principals_with_key_prefix(args.key.rstrip("…"))
+        if len(owners) != 1:
+            problem = "no key has" if not owners else f"{len(owners)} callers have keys with"
+            print(
+                f"jobql: {problem} the prefix {args.key!r} (see `jobql keys list`)", file=sys.stderr
+            )
+            return 1
+        groups = [UsageGroup(name) for name in args.group_by]
+        report = await service.report(owners[0], args.first, args.last, groups)
+    finally:
+        await engine.dispose()
+    if isinstance(report, InvalidInput):
+        print(f"jobql: {report.message}", file=sys.stderr)
+        return 2
+    if isinstance(report, ServiceUnavailable):
+        print("jobql: the database is unavailable; try again", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(usage_json(report), indent=2))
+    else:
+        print(usage_table(report))
+    return 0
+
+
+def usage_json(report: UsageReport) -> dict[str, Any]:
+    """The report in the shape of the v2 `usage` answer (`... on V2UsageReport`)."""
+    return {
+        "from": report.window.first.isoformat(),
+        "to": report.window.last.isoformat(),
+        "groupBy": [group.name for group in report.group_by],
+        "rows": [
+            {
+                "day": row.day.isoformat() if row.day is not None else None,
+                "task": None
+                if row.task is None
+                else {"name": row.task.name, "apiVersion": row.task.api_version},
+                "model": None
+                if row.model is None
+                else {
+                    "provider": row.model.provider,
+                    "name": row.model.name,
+                    "version": row.model.version,
+                },
+                **_totals_json(row.totals),
+            }
+            for row in report.rows
+        ],
+        "total": _totals_json(report.total),
+    }
+
+
+def _totals_json(totals: UsageTotals) -> dict[str, Any]:
+    from jobql.schema.v2.money import CURRENCY, format_micros
+
+    return {
+        "jobs": {
+            "total": totals.jobs,
+            "succeeded": totals.succeeded,
+            "failed": totals.failed,
+            "cancelled": totals.cancelled,
+        },
+        "inputTokens": totals.input_tokens,
+        "outputTokens": totals.output_tokens,
+        "cost": {"amount": format_micros(totals.cost_micros), "currency": CURRENCY},
+    }
+
+
+def usage_table(report: UsageReport) -> str:
+    """The report as aligned columns: the group keys, then the numbers, then the total."""
+    from jobql.schema.v2.money import format_micros
+    from jobql.services.usage_report import UsageGroup
+
+    keys = [group.value for group in report.group_by]
+    header = [*keys, "jobs", "succeeded", "failed", "cancelled", "input", "output", "cost_usd"]
+
+    def numbers(totals: UsageTotals) -> list[str]:
+        return [
+            str(totals.jobs),
+            str(totals.succeeded),
+            str(totals.failed),
+            str(totals.cancelled),
+            str(totals.input_tokens),
+            str(totals.output_tokens),
+            format_micros(totals.cost_micros),
+        ]
+
+    def key_cells(row: UsageRow) -> list[str]:
+        cells = {
+            UsageGroup.DAY.value: row.day.isoformat() if row.day else "",
+            UsageGroup.TASK.value: f"{row.task.api_version}.{row.task.name}" if row.task else "",
+            UsageGroup.MODEL.value: (
+                f"{row.model.provider}/{row.model.name}@{row.model.version}" if row.model else ""
+            ),
+        }
+        return [cells[key] for key in keys]
+
+    if keys:
+        lines = [header, *([*key_cells(row), *numbers(row.totals)] for row in report.rows)]
+        lines.append(["total", *[""] * (len(keys) - 1), *numbers(report.total)])
+    else:  # no grouping: the total is the one row
+        lines = [header, numbers(report.total)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    title = f"usage {report.window.first.isoformat()} .. {report.window.last.isoformat()} (UTC)"
+    body = [
+        "  ".join(
+            cell.ljust(width) if i < len(keys) else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in lines
+    ]
+    return "\n".join([title, *body])
 
 
 # How long `jobql keys revoke` waits for the event bus before it gives up telling the

@@ -9,6 +9,8 @@ Series exported (names as they appear in the exposition):
 |---|---|---|
 | `jobql_jobs_submitted_total` | counter | `task` |
 | `jobql_jobs_finished_total` | counter | `task`, `status` |
+| `jobql_tokens_total` | counter | `task`, `model`, `direction` |
+| `jobql_cost_usd_total` | counter | `task`, `model` |
 | `jobql_submit_duration_seconds` | histogram | `outcome` |
 | `jobql_time_to_first_token_seconds` | histogram | `task` |
 | `jobql_active_subscriptions` | gauge | |
@@ -31,6 +33,9 @@ Label cardinality is bounded, and enforced here rather than trusted:
 * `outcome` is a `SubmitOutcome` value.
 * `operation` is an `UnavailableOperation` value; `action` is `allowed` (the rate limiter's
   Redis was down and the policy is to fail open) or `refused` (fail closed).
+* `direction` is `input` or `output`.
+* `model` is the model name a job ran on, which its task's configuration pinned; it is
+  `other` whenever the task is.
 * `task` and `provider` come from configuration. Pass the configured names as `tasks=` and
   `providers=` so that anything else (for example a task name a client made up) is folded
   into one series; without the allow-lists the names are used as given, so then call these
@@ -60,6 +65,8 @@ from prometheus_client.registry import Collector
 
 from jobql.errors import ErrorCode
 from jobql.models.jobs import ACTIVE, TERMINAL, JobStatus
+from jobql.states import Usage
+from jobql.tasks.contracts import MICROS_PER_DOLLAR
 
 OTHER = "other"
 """The label value that stands in for anything outside a label's allowed set."""
@@ -201,6 +208,18 @@ class Metrics:
             ["task", "status"],
             registry=self.registry,
         )
+        self._tokens = Counter(
+            "jobql_tokens",
+            "Tokens used by finished jobs, by task, model and direction (input or output).",
+            ["task", "model", "direction"],
+            registry=self.registry,
+        )
+        self._cost = Counter(
+            "jobql_cost_usd",
+            "US dollars spent by finished jobs, by task and model.",
+            ["task", "model"],
+            registry=self.registry,
+        )
         self._submit_duration = Histogram(
             "jobql_submit_duration_seconds",
             "Wall time of submitJob, by outcome.",
@@ -267,11 +286,26 @@ class Metrics:
         """A new job was stored (call it once per job, not for deduplicated replays)."""
         self._submitted.labels(task=self._task(task)).inc()
 
-    def job_finished(self, task: str, status: str) -> None:
-        """A job reached `status`, one of `SUCCEEDED`, `FAILED`, `CANCELLED`."""
-        self._finished.labels(
-            task=self._task(task), status=_bounded(status, _TERMINAL_STATUSES)
-        ).inc()
+    def job_finished(
+        self, task: str, status: str, *, model: str | None = None, usage: Usage | None = None
+    ) -> None:
+        """A job reached `status`, one of `SUCCEEDED`, `FAILED`, `CANCELLED`; with `usage`,
+        its tokens and cost are counted under its task and `model` (the model's name)."""
+        task_label = self._task(task)
+        self._finished.labels(task=task_label, status=_bounded(status, _TERMINAL_STATUSES)).inc()
+        if usage is None:
+            return
+        # The model comes with the task's configuration: a task outside it has no model.
+        model_label = OTHER if task_label == OTHER or model is None else str(model)
+        self._tokens.labels(task=task_label, model=model_label, direction="input").inc(
+            usage.input_tokens
+        )
+        self._tokens.labels(task=task_label, model=model_label, direction="output").inc(
+            usage.output_tokens
+        )
+        self._cost.labels(task=task_label, model=model_label).inc(
+            usage.cost_micros / MICROS_PER_DOLLAR
+        )
 
     def observe_submit(self, seconds: float, outcome: str) -> None:
         """Time one `submitJob` call; `outcome` is a `SubmitOutcome` value."""

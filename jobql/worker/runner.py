@@ -436,7 +436,9 @@ class JobRunner:
             event = await self._durably("reading the job's log", lambda: self._landed(finish))
         if event is None:
             return
-        self.metrics.job_finished(self.job.task, finish.status.value)
+        self.metrics.job_finished(
+            self.job.task, finish.status.value, model=self.job.model_name, usage=finish.usage
+        )
         log.info(
             "job finished",
             extra={

@@ -26,6 +26,7 @@ from jobql.outages import is_outage
 from jobql.providers.registry import ProviderRegistry
 from jobql.repositories.store import JobStore
 from jobql.settings import Settings
+from jobql.states import Usage
 from jobql.tasks import TaskRegistry
 from jobql.worker.load import LoopLag
 from jobql.worker.pump import StopReason
@@ -376,7 +377,11 @@ class Worker:
         for job in await self.store.expired_leases():
             rescued = await self.store.rescue(job, utcnow())
             if rescued.event is not None and rescued.status is not None:
-                self.metrics.job_finished(job.task, rescued.status.value)
+                # The usage is what the lost worker last recorded, as the rescue wrote it.
+                usage = Usage(job.input_tokens, job.output_tokens, job.cost_micros)
+                self.metrics.job_finished(
+                    job.task, rescued.status.value, model=job.model_name, usage=usage
+                )
                 await self.publisher.publish(rescued.event)
             if rescued.requeued:
                 log.info("rescued job with expired lease", extra={"job_id": job.id})

@@ -48,6 +48,8 @@ def test_every_family_is_exposed_with_its_type() -> None:
     assert families(Metrics()) == {
         "jobql_jobs_submitted": "counter",
         "jobql_jobs_finished": "counter",
+        "jobql_tokens": "counter",
+        "jobql_cost_usd": "counter",
         "jobql_submit_duration_seconds": "histogram",
         "jobql_time_to_first_token_seconds": "histogram",
         "jobql_active_subscriptions": "gauge",
