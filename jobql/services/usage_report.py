@@ -4,6 +4,7 @@ store adds to as jobs finish, so a report still holds after old job rows are pru
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -33,11 +34,13 @@ __all__ = [
     "UsageTotals",
     "UsageWindow",
     "group_order",
+    "parse_day",
     "usage_window",
 ]
 
 # The longest window a report covers, in days (both ends included): a leap year.
 MAX_WINDOW_DAYS = 366
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,17 @@ class UsageWindow:
     @property
     def days(self) -> int:
         return (self.last - self.first).days + 1
+
+
+def parse_day(field: str, text: str) -> date | InvalidInput:
+    """A UTC day written YYYY-MM-DD, or why ``text`` is not one."""
+    if _DAY.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    message = f"`{field}` must be a day written YYYY-MM-DD."
+    return InvalidInput(field=field, violations=(Violation(field, message),), message=message)
 
 
 def usage_window(first: date, last: date) -> UsageWindow | InvalidInput:

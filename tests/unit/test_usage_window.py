@@ -12,6 +12,7 @@ from jobql.services.usage_report import (
     UsageGroup,
     UsageWindow,
     group_order,
+    parse_day,
     usage_window,
 )
 
@@ -51,3 +52,19 @@ def test_groups_come_once_each_in_row_order() -> None:
         UsageGroup.MODEL,
     )
     assert group_order(reversed(list(UsageGroup))) == tuple(UsageGroup)
+
+
+def test_days_are_written_yyyy_mm_dd() -> None:
+    assert parse_day("from", "2024-02-29") == date(2024, 2, 29)
+    for text in (
+        "2026-02-29",
+        "2026-13-01",
+        "20260101",
+        "2026-1-1",
+        "2026-01-01T00:00",
+        " 2026-01-01",
+        "",
+    ):
+        problem = parse_day("to", text)
+        assert isinstance(problem, InvalidInput), text
+        assert (problem.field, problem.violations[0].path) == ("to", "to")

@@ -9,7 +9,7 @@ from typing import Any
 
 import strawberry
 
-from jobql.resolvers.v2 import catalog, jobs, nodes
+from jobql.resolvers.v2 import catalog, jobs, nodes, usage
 from jobql.resolvers.v2.events import job_events
 from jobql.resolvers.v2.lookup import CtxInfo
 from jobql.schema.hardening import SchemaOptions, hardened_schema
@@ -18,6 +18,7 @@ from jobql.schema.v2.events import EVENT_TYPES, V2JobEventResult
 from jobql.schema.v2.node import V2Node
 from jobql.schema.v2.results import V2CancelJobResult, V2JobLookup, V2SubmitJobResult
 from jobql.schema.v2.types import V2Job, V2JobConnection, V2Task, V2Viewer
+from jobql.schema.v2.usage import V2UsageResult
 
 
 @strawberry.type
@@ -37,6 +38,11 @@ class Query:
         resolver=catalog.tasks, description="The tasks of API v2, with their contracts."
     )
     viewer: V2Viewer = strawberry.field(resolver=catalog.viewer, description="Who you are.")
+    usage: V2UsageResult = strawberry.field(
+        resolver=usage.usage,
+        description="Your usage (jobs, tokens, cost) over UTC days `from` to `to`, both "
+        "included, grouped by any of DAY, TASK, MODEL; through every API version.",
+    )
 
 
 @strawberry.type
