@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from strawberry.http.websocket_origin import normalize_allowed_origins
+
+from jobql.origins import normalize_origins
 
 DEMO_TASKS_FILE = Path(__file__).parent / "tasks" / "demo.toml"
 
@@ -249,7 +250,7 @@ class Settings(BaseSettings):
         """The browser origins allowed cross-origin, for CORS and WebSocket handshakes:
         cors_origins and ws_allowed_origins together, in the form browsers send them
         (lowercase, no default port), each once."""
-        return sorted(normalize_allowed_origins([*self.cors_origins, *self.ws_allowed_origins]))
+        return normalize_origins([*self.cors_origins, *self.ws_allowed_origins])
 
     def limits_for(self, tier: str) -> TierLimits:
         return self.tier_limits.get(tier) or self.tier_limits.get("standard") or TierLimits()

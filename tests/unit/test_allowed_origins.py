@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from jobql.origins import normalize_origins
 from jobql.runtime import ConfigError, check_profile
 from jobql.settings import Settings
 
@@ -65,3 +66,34 @@ def test_the_production_profile_takes_either_name() -> None:
         check_profile(settings(profile="production"))
     check_profile(settings(profile="production", cors_origins=["https://app.example"]))
     check_profile(settings(profile="production", ws_allowed_origins=["https://app.example"]))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://localhost:5173",
+        "https://App.Example.com:443",
+        "HTTP://example.com:80",
+        "https://example.com:8443/",
+        "http://[::1]:8000",
+        "*",
+    ],
+)
+def test_the_same_form_as_the_websocket_origin_check(value: str) -> None:
+    """jobql.origins (which Settings uses, so worker processes need no web framework) and
+    Strawberry's handshake check agree on every origin."""
+    from strawberry.http.websocket_origin import normalize_allowed_origins
+
+    assert normalize_origins([value]) == sorted(normalize_allowed_origins([value]))
+
+
+@pytest.mark.parametrize(
+    "value", ["app.example.com", "https://app.example/path", "null", "https://u@h.example", ""]
+)
+def test_both_refuse_what_is_not_an_origin(value: str) -> None:
+    from strawberry.http.websocket_origin import normalize_allowed_origins
+
+    with pytest.raises(ValueError, match="Invalid origin"):
+        normalize_origins([value])
+    with pytest.raises(ValueError, match="Invalid origin"):
+        normalize_allowed_origins([value])
