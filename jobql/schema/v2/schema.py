@@ -5,6 +5,7 @@ jobql/resolvers/v2/."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import strawberry
@@ -12,11 +13,14 @@ import strawberry
 from jobql.resolvers.v2 import catalog, jobs, nodes, usage
 from jobql.resolvers.v2.events import job_events
 from jobql.resolvers.v2.lookup import CtxInfo
+from jobql.resolvers.v2.run import run_job
 from jobql.schema.hardening import SchemaOptions, hardened_schema
 from jobql.schema.v2.errors import V2JobError
 from jobql.schema.v2.events import EVENT_TYPES, V2JobEventResult
+from jobql.schema.v2.inputs import V2SubmitJobInput
 from jobql.schema.v2.node import V2Node
 from jobql.schema.v2.results import V2CancelJobResult, V2JobLookup, V2SubmitJobResult
+from jobql.schema.v2.run import V2RunJobEvent
 from jobql.schema.v2.types import V2Job, V2JobConnection, V2Task, V2Viewer
 from jobql.schema.v2.usage import V2UsageResult
 
@@ -68,6 +72,20 @@ class Subscription:
     ) -> AsyncGenerator[V2JobEventResult, None]:
         async for item in job_events(info, id, after_seq):
             yield item
+
+    @strawberry.subscription(
+        description="Submit a job (as submitJob) and stream it: V2RunJobAccepted, then its "
+        "events, then completion. The job belongs to this subscription: unsubscribing or "
+        "losing the connection before the terminal event cancels it (client_disconnected), "
+        "unless `detach` is true. See docs/run-job.md."
+    )
+    async def run_job(
+        self, info: CtxInfo, input: V2SubmitJobInput, detach: bool | None = False
+    ) -> AsyncGenerator[V2RunJobEvent, None]:
+        # aclosing: leaving closes the run at once (it cancels the job it owns).
+        async with aclosing(run_job(info, input, detach)) as items:
+            async for item in items:
+                yield item
 
 
 # Types only reachable through interfaces must be registered explicitly.

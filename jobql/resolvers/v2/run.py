@@ -1,0 +1,111 @@
+"""The v2 runJob subscription: submit a job and stream it in one operation; the job belongs
+to the subscription that created it unless it is detached (jobql/services/run.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from jobql.errors import (
+    STREAM_CUT_MESSAGE,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+    Violation,
+)
+from jobql.events.types import Heartbeat, StoredEvent
+from jobql.outages import ServiceUnavailableError
+from jobql.resolvers.context import Context
+from jobql.resolvers.v2 import mapping
+from jobql.resolvers.v2.lookup import API_VERSION, CtxInfo
+from jobql.schema.v2.inputs import V2SubmitJobInput
+from jobql.schema.v2.money import MICROS_PER_DOLLAR, parse_amount
+from jobql.schema.v2.run import V2RunJobAccepted, V2RunJobEvent
+from jobql.services.auth import Caller
+from jobql.services.jobs import IdempotencyKeyReused, SubmitRequest
+from jobql.services.run import RunAccepted, RunItem
+
+MAX_COST_MESSAGE = 'maxCost must be a decimal string of USD with at most six places, e.g. "0.05".'
+
+
+def submit_request(ctx: Context, input: V2SubmitJobInput) -> SubmitRequest | InvalidInput:
+    """The service's request for a v2 submit input (the Idempotency-Key header when the
+    input has no key)."""
+    max_cost_micros = None
+    if input.max_cost is not None:
+        max_cost_micros = parse_amount(input.max_cost)
+        if max_cost_micros is None:
+            return InvalidInput(
+                field="maxCost",
+                violations=(Violation("maxCost", MAX_COST_MESSAGE),),
+                message=MAX_COST_MESSAGE,
+            )
+    key = input.idempotency_key
+    if key is None:
+        key = ctx.request.headers.get("idempotency-key")
+    return SubmitRequest(
+        api_version=API_VERSION,
+        task=input.task,
+        input=input.params,
+        idempotency_key=key,
+        wait_seconds=input.wait_seconds,
+        deadline_seconds=input.deadline_seconds,
+        # Exact: the service rounds dollars back to the same micro-dollars.
+        max_cost_usd=max_cost_micros / MICROS_PER_DOLLAR if max_cost_micros is not None else None,
+        metadata=input.metadata,
+        request_id=ctx.request_id,
+    )
+
+
+async def run_job(
+    info: CtxInfo, input: V2SubmitJobInput, detach: bool | None = False
+) -> AsyncGenerator[V2RunJobEvent, None]:
+    ctx = info.context
+    try:
+        caller = await ctx.caller()
+    except ServiceUnavailableError as exc:
+        # Over HTTP (multipart or SSE subscriptions); WebSockets authenticate on connect.
+        yield mapping.service_unavailable(
+            ServiceUnavailable(exc.retry_after_seconds), ctx.request_id
+        )
+        return
+    request = submit_request(ctx, input)
+    if isinstance(request, InvalidInput):
+        yield mapping.invalid_input(request, ctx.request_id)
+        return
+    # aclosing: a client that goes away closes the run at once, which cancels a job it owns.
+    async with aclosing(ctx.services.run.run(caller, request, detach=bool(detach))) as run:
+        async for item in run:
+            yield await _answer(ctx, caller, item)
+            if isinstance(item, StoredEvent) and item.is_terminal:
+                return  # also when its job could not be read and the stream was cut there
+
+
+async def _answer(ctx: Context, caller: Caller, item: RunItem) -> V2RunJobEvent:
+    if isinstance(item, RunAccepted):
+        return V2RunJobAccepted(
+            job=mapping.job(item.job), deduplicated=item.deduplicated, owned=item.owned
+        )
+    if isinstance(item, Heartbeat):
+        return mapping.heartbeat(item)
+    if isinstance(item, StoredEvent):
+        if not item.is_terminal:
+            return mapping.event(item, ctx.request_id)  # type: ignore[return-value]
+        # The terminal event carries the job's final state (committed with it).
+        final = await ctx.services.jobs.get(caller, item.job_id)
+        if isinstance(final, NotFound):
+            return mapping.not_found(ctx.request_id, final)
+        if isinstance(final, ServiceUnavailable):
+            # Resume just before the terminal event, to get it with its job (jobEvents).
+            cut = ServiceUnavailable(final.retry_after_seconds, item.seq - 1, STREAM_CUT_MESSAGE)
+            return mapping.service_unavailable(cut, ctx.request_id)
+        return mapping.event(item, ctx.request_id, final)  # type: ignore[return-value]
+    if isinstance(item, NotFound):
+        return mapping.not_found(ctx.request_id, item)
+    if isinstance(item, ServiceUnavailable):
+        return mapping.service_unavailable(item, ctx.request_id)
+    if isinstance(item, InvalidInput):
+        return mapping.invalid_input(item, ctx.request_id)
+    if isinstance(item, IdempotencyKeyReused):
+        return mapping.key_reused(item, ctx.request_id)
+    return mapping.limit_error(item, ctx.request_id)
