@@ -181,6 +181,7 @@ async def test_tasks_lists_the_v2_contracts_only(v2: V2Api) -> None:
         "fail-rate-limited",
         "fail-content-filter",
         "hang",
+        "priced",
     }
     assert {t["promptVersion"] for t in tasks.values()} == {"t2"}
     classify = tasks["classify"]
