@@ -27,6 +27,7 @@ from jobql.schema.v2.results import (
 )
 from jobql.schema.v2.types import V2JobConnection, V2JobEdge, V2PageInfo
 from jobql.services.jobs import (
+    MAX_COST_USD,
     IdempotencyKeyReused,
     InvalidCursor,
     JobPage,
@@ -87,9 +88,13 @@ async def jobs(
 
 
 def _invalid_max_cost(text: str) -> InvalidInput | None:
-    if parse_amount(text) is not None:
+    micros = parse_amount(text)
+    if micros is not None and 1 <= micros <= MAX_COST_USD * MICROS_PER_DOLLAR:
         return None
-    message = 'maxCost must be a decimal string of USD with at most six places, e.g. "0.05".'
+    message = (
+        'maxCost must be a decimal string of USD with at most six places, e.g. "0.05", '
+        f'from "0.000001" (one micro-dollar) to "{MAX_COST_USD:.0f}".'
+    )
     return InvalidInput(
         field="maxCost", violations=(Violation("maxCost", message),), message=message
     )

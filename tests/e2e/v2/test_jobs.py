@@ -56,12 +56,13 @@ async def test_the_v2_classify_contract_answers_scores(v2: V2Api) -> None:
 async def test_max_cost_is_an_exact_decimal_string(v2: V2Api) -> None:
     job = await v2.submit_ok("echo", {"topic": "budgets"}, maxCost="12.345678")
     assert job["maxCost"] == {"amount": "12.345678", "currency": "USD"}
-    for bad in ("0.0000001", "-1", "1e3", "abc", "0"):
+    for bad in ("0.0000001", "-1", "1e3", "abc", "0", "0.000000", "1000000.000001"):
         refused = await v2.submit("echo", {"topic": "budgets"}, maxCost=bad)
         assert refused["__typename"] == "V2InvalidInput", (bad, refused)
         assert refused["field"] == "maxCost"
         assert refused["code"] == "INVALID_INPUT"
         assert refused["retryable"] is False
+        assert "maxCostUsd" not in refused["message"]
 
 
 async def test_invalid_params_are_named_params(v2: V2Api) -> None:
@@ -205,3 +206,12 @@ async def test_viewer_says_plan_not_tier(v2: V2Api) -> None:
     assert viewer["plan"] == "standard"
     assert decoded(viewer["id"]).startswith("V2Viewer:")
     assert viewer["usageToday"]["cost"] == {"amount": "0.000000", "currency": "USD"}
+
+
+async def test_max_cost_stops_the_job_with_budget_exceeded(v2: V2Api) -> None:
+    job = await v2.submit_ok("slow", {"topic": "spending"}, maxCost="0.005")
+    done = await v2.wait_finished(job["id"])
+    assert done["error"]["code"] == "BUDGET_EXCEEDED"
+    assert done["error"]["retryable"] is False
+    assert done["maxCost"] == {"amount": "0.005000", "currency": "USD"}
+    assert done["output"]  # the partial output is kept
