@@ -6,6 +6,7 @@ idempotency key re-attaches to the same job without taking it over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
@@ -399,3 +400,28 @@ async def test_a_limit_refusal_is_the_only_item(settings: Settings) -> None:
     assert refused[0]["__typename"] == "V2ConcurrencyLimitExceeded"
     assert refused[0]["retryable"] is True
     assert (refused[0]["limit"], refused[0]["active"]) == (1, 1)
+
+
+async def test_a_server_that_stops_cancels_the_jobs_its_runs_own(settings: Settings) -> None:
+    """Stopping the server closes its WebSockets: a lost connection like any other. The
+    cancel is committed before the server lets its database go; a detached job is handed
+    back and runs again on the next start."""
+    async with contextlib.AsyncExitStack() as clients:
+        async with serve(settings) as server:
+            key = await server.new_key("alice")
+            owned = await run_job(server, key, "slow", {"topic": "deploy"})
+            clients.push_async_callback(owned.aclose)
+            detached = await run_job(server, key, "slow", {"topic": "survives"}, detach=True)
+            clients.push_async_callback(detached.aclose)
+            owned_id = (await owned.next())["job"]["id"]
+            detached_id = (await detached.next())["job"]["id"]
+            await owned.until("V2OutputDelta")
+            await detached.until("V2OutputDelta")
+        # The server stopped with both subscriptions open.
+        async with serve(settings) as server:
+            stopped = await server.services.jobs.store.get(str(ids.job_id(owned_id)))
+            assert stopped is not None
+            assert (stopped.status, stopped.cancel_reason) == ("CANCELLED", CLIENT_DISCONNECTED)
+            final = (await job_events(server, key, detached_id))[-1]
+            assert final["__typename"] == "V2JobSucceeded"
+            assert final["job"]["status"] == "SUCCEEDED"
