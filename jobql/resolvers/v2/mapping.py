@@ -117,24 +117,52 @@ def service_unavailable(
     )
 
 
+# v2's names for the submit fields the service names as v1 does.
+RENAMED_FIELDS = {"input": "params", "maxCostUsd": "maxCost", "wait": "waitSeconds"}
+# The service's own wording about those fields, in v2's words. Only messages the service
+# wrote are reworded (never a JSON Schema message, which may quote the caller's values).
+REWORDED = (
+    ("The input does not", "The params do not"),
+    ("The input must", "The params must"),
+    ("Invalid input:", "Invalid params:"),
+    ("input schema", "params schema"),
+    ("(input.", "(params."),
+    ("wait must", "waitSeconds must"),
+    ("support wait;", "support waitSeconds;"),
+    ("maxCostUsd", "maxCost"),
+)
+
+
 def invalid_input(error: InvalidInput, request_id: str | None) -> e.V2InvalidInput:
-    """v2 calls the task's input `params`: paths and field names say so."""
+    """v2 calls the task's input `params` (and `wait` `waitSeconds`): paths, field names and
+    the service's messages say so."""
     return e.V2InvalidInput(
         code=V2ErrorCode.INVALID_INPUT,
-        message=error.message,
+        message=_reworded(error.message, error.field),
         retryable=False,
         request_id=request_id,
         field=_params_path(error.field),
         violations=[
-            e.V2Violation(path=_params_path(v.path), message=v.message) for v in error.violations
+            e.V2Violation(
+                path=_params_path(v.path),
+                message=_reworded(v.message, v.path) if v.path in RENAMED_FIELDS else v.message,
+            )
+            for v in error.violations
         ],
     )
 
 
 def _params_path(path: str) -> str:
-    renamed = {"input": "params", "maxCostUsd": "maxCost", "wait": "waitSeconds"}
     head, dot, rest = path.partition(".")
-    return renamed.get(head, head) + dot + rest
+    return RENAMED_FIELDS.get(head, head) + dot + rest
+
+
+def _reworded(message: str, path: str) -> str:
+    if path.partition(".")[0] not in RENAMED_FIELDS:
+        return message
+    for old, new in REWORDED:
+        message = message.replace(old, new)
+    return message
 
 
 def not_cancellable(error: JobNotCancellable, request_id: str | None) -> e.V2JobNotCancellable:

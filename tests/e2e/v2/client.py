@@ -146,7 +146,7 @@ class V2Api:
         data: dict[str, Any] = body["data"]
         return data
 
-    async def submit(self, task: str, params: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    async def submit(self, task: str, params: Any, **fields: Any) -> dict[str, Any]:
         data = await self.execute(SUBMIT, {"input": {"task": task, "params": params, **fields}})
         result: dict[str, Any] = data["submitJob"]
         return result

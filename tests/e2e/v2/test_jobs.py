@@ -70,6 +70,19 @@ async def test_invalid_params_are_named_params(v2: V2Api) -> None:
     assert refused["__typename"] == "V2InvalidInput"
     assert refused["field"] == "params.topic"
     assert [v["path"] for v in refused["violations"]] == ["params.topic"]
+    assert refused["message"] == (
+        "The params do not match the task's params schema (params.topic)."
+    )
+    not_an_object = await v2.submit("echo", [1, 2])
+    assert (not_an_object["field"], not_an_object["message"]) == (
+        "params",
+        "The params must be a JSON object.",
+    )
+    waiting = await v2.submit("echo", {"topic": "x"}, waitSeconds=-1)
+    assert (waiting["field"], waiting["message"]) == (
+        "waitSeconds",
+        "waitSeconds must not be negative.",
+    )
     unknown = await v2.submit("stall", {"topic": "a v1-only task"})
     assert unknown["__typename"] == "V2InvalidInput"
     assert unknown["field"] == "task"
