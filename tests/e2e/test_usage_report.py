@@ -42,6 +42,9 @@ query Usage($from: String!, $to: String!, $groupBy: [V2UsageGroup!]) {
     ... on V2ServiceUnavailable { code retryAfterSeconds }
   }
 }""".replace("TOTALS", TOTALS)
+VIEWER = """
+query { viewer { usageToday { day jobs inputTokens outputTokens cost { amount currency } } } }
+"""
 V2_SUBMIT = """
 mutation Submit($input: V2SubmitJobInput!) {
   submitJob(input: $input) {
@@ -212,6 +215,18 @@ async def test_usage_is_the_sum_of_the_callers_jobs_grouped_every_way(server: Se
         for api, own in ((jobs.alice, jobs.alice_jobs), (jobs.bob, jobs.bob_jobs)):
             answer = await usage(api, first, last, group_by)
             assert answer == expected_report(own, first, last, group_by), group_by
+
+    # viewer.usageToday and the report of today read the same rows.
+    for api in (jobs.alice, jobs.bob):
+        body = await v2_post(api, VIEWER, {})
+        today = body["data"]["viewer"]["usageToday"]
+        report = await usage(api, today["day"], today["day"])
+        assert {
+            "jobs": today["jobs"],
+            "inputTokens": today["inputTokens"],
+            "outputTokens": today["outputTokens"],
+            "cost": today["cost"],
+        } == {**report["total"], "jobs": report["total"]["jobs"]["total"]}
 
     # The order of groupBy does not matter; each group counts once.
     reversed_twice = await usage(jobs.alice, first, last, ["MODEL", "TASK", "MODEL", "DAY"])
