@@ -245,15 +245,19 @@ async def test_unsubscribing_mid_stream_cancels_the_job_and_closes_the_provider_
     assert record.tokens_emitted < 120
 
 
+@pytest.mark.parametrize("protocol", [GRAPHQL_TRANSPORT_WS, LEGACY_GRAPHQL_WS])
 async def test_a_dropped_connection_cancels_the_job_and_closes_the_provider_stream(
-    server: Server,
+    server: Server, protocol: str
 ) -> None:
     key = await server.new_key("alice")
-    run = await run_job(server, key, "slow", {"topic": "pull the plug"})
-    job_id = (await run.next())["job"]["id"]
-    await run.until("V2OutputDelta")
-    run.drop()  # no `complete`, no close frame
-    await provider_closed_within_a_second(server, job_id)
+    run = await run_job(server, key, "slow", {"topic": "pull the plug"}, protocol=protocol)
+    try:
+        job_id = (await run.next())["job"]["id"]
+        await run.until("V2OutputDelta")
+        run.drop()  # no `complete`, no close frame
+        await provider_closed_within_a_second(server, job_id)
+    finally:
+        await run.aclose()
 
     final = (await job_events(server, key, job_id))[-1]
     assert final["__typename"] == "V2JobCancelled"

@@ -12,7 +12,7 @@ from datetime import date, datetime
 
 import pytest
 
-from jobql.errors import InvalidInput
+from jobql.errors import InvalidInput, ServiceUnavailable
 from jobql.events.bus import BroadcastBus
 from jobql.events.types import EventType, StoredEvent
 from jobql.models import JobStatus
@@ -43,6 +43,9 @@ class GatedStore(MemoryJobStore):
         self.admission_gate.set()
         self.admitting = asyncio.Event()
         self.cancel_reasons: list[str | None] = []
+        # How many of the next cancels, and of the next log reads, fail as in an outage.
+        self.failing_cancels = 0
+        self.failing_reads = 0
 
     async def cancel(
         self, principal_id: str, job_id: str, reason: str | None, at: datetime
@@ -50,7 +53,16 @@ class GatedStore(MemoryJobStore):
         self.cancel_reasons.append(reason)
         self.cancelling.set()
         await self.cancel_gate.wait()
+        if self.failing_cancels:
+            self.failing_cancels -= 1
+            raise ConnectionRefusedError("the database is down")
         return await super().cancel(principal_id, job_id, reason, at)
+
+    async def events_after(self, job_id: str, after: int, limit: int = 500) -> list[StoredEvent]:
+        if self.failing_reads:
+            self.failing_reads -= 1
+            raise ConnectionRefusedError("the database is down")
+        return await super().events_after(job_id, after, limit)
 
     @contextlib.asynccontextmanager
     async def admission(  # type: ignore[override]
@@ -199,6 +211,34 @@ async def test_a_cancel_that_hangs_is_given_up_after_the_timeout(
     assert record.__dict__["job_id"] == run.job.id
     assert "secret" not in record.getMessage()
     assert all("secret" not in str(v) for v in record.__dict__.values())
+
+
+async def test_a_cancel_cut_by_an_outage_is_retried(service: RunService, store: GatedStore) -> None:
+    store.failing_cancels = 2
+    consumer = Consumer(service.run(CALLER, echo()))
+    run = accepted(await consumer.until(2))
+    await consumer.left()
+    job = await store.get(run.job.id)
+    assert job is not None
+    assert (job.status, job.cancel_reason) == (JobStatus.CANCELLED.value, CLIENT_DISCONNECTED)
+    assert store.cancel_reasons == [CLIENT_DISCONNECTED] * 3
+
+
+async def test_an_outage_that_cuts_the_stream_cancels_nothing(
+    service: RunService, store: GatedStore
+) -> None:
+    """The server ended the stream, not the client: the job goes on, to be followed again."""
+    store.failing_reads = 1
+    items = [item async for item in service.run(CALLER, echo())]
+    run = accepted(items)
+    assert len(items) == 2
+    cut = items[1]
+    assert isinstance(cut, ServiceUnavailable)
+    assert cut.last_seq == 0
+    assert store.cancel_reasons == []
+    job = await store.get(run.job.id)
+    assert job is not None
+    assert job.status == JobStatus.QUEUED.value
 
 
 async def test_a_client_that_leaves_during_the_submit_still_gets_its_job_cancelled(
