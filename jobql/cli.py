@@ -325,8 +325,10 @@ def parse_usage_groups(text: str) -> tuple[str, ...]:
 
 async def usage_command(settings: Settings, args: argparse.Namespace) -> int:
     from jobql.errors import InvalidInput, ServiceUnavailable
+    from jobql.outages import is_outage
     from jobql.repositories.database import create_engine, create_session_factory
     from jobql.repositories.migrate import upgrade
+    from jobql.services.unavailable import root_cause_name
     from jobql.services.usage_report import UsageGroup, UsageReportService
 
     engine = create_engine(settings.database_url)
@@ -343,13 +345,18 @@ async def usage_command(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         groups = [UsageGroup(name) for name in args.group_by]
         report = await service.report(owners[0], args.first, args.last, groups)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        print(f"jobql: the database cannot be reached ({root_cause_name(exc)})", file=sys.stderr)
+        return 1
     finally:
         await engine.dispose()
     if isinstance(report, InvalidInput):
         print(f"jobql: {report.message}", file=sys.stderr)
         return 2
     if isinstance(report, ServiceUnavailable):
-        print("jobql: the database is unavailable; try again", file=sys.stderr)
+        print("jobql: the database cannot be reached; try again", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(usage_json(report), indent=2))

@@ -274,12 +274,12 @@ async def test_window_edges_and_bad_windows(server: Server) -> None:
         assert answer["field"] == "to"
         assert answer["violations"][0]["path"] == "to"
     # Days that are not days, or not written YYYY-MM-DD, name their argument.
-    for start, end, field in (
+    for bad_from, bad_to, field in (
         ("2026-02-30", "2026-03-01", "from"),
         ("2026-02-01", "1 March", "to"),
         ("20260201", "2026-03-01", "from"),
     ):
-        answer = await usage(jobs.alice, start, end)
+        answer = await usage(jobs.alice, bad_from, bad_to)
         assert answer["__typename"] == "V2InvalidInput", answer
         assert (answer["field"], answer["violations"][0]["path"]) == (field, field)
         assert answer["message"] == f"`{field}` must be a day written YYYY-MM-DD."
@@ -295,10 +295,11 @@ async def test_usage_needs_a_key(server: Server) -> None:
     assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
-async def jobql_usage(settings: Settings, *args: str) -> tuple[int, str, str]:
+async def jobql_usage(settings: Settings | str, *args: str) -> tuple[int, str, str]:
+    url = settings if isinstance(settings, str) else settings.database_url
     env = {
         **os.environ,
-        "JOBQL_DATABASE_URL": settings.database_url,
+        "JOBQL_DATABASE_URL": url,
         "JOBQL_MIGRATE_ON_START": "false",
     }
     process = await asyncio.create_subprocess_exec(
@@ -371,6 +372,15 @@ async def test_jobql_usage_answers_what_the_query_answers(
     )
     assert (code, out) == (2, "")
     assert "`to` must not be before `from`" in err
+
+
+async def test_jobql_usage_says_when_the_database_cannot_be_reached() -> None:
+    nowhere = "postgresql+asyncpg://postgres@127.0.0.1:9/nowhere"  # the discard port
+    code, out, err = await jobql_usage(
+        nowhere, "--key", "jq_any", "--from", "2026-01-01", "--to", "2026-01-31"
+    )
+    assert (code, out) == (1, "")
+    assert err.strip() == "jobql: the database cannot be reached (ConnectionRefusedError)"
 
 
 async def test_metrics_count_tokens_and_cost_by_task_and_model(server: Server) -> None:
