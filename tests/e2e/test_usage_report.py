@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobql.models import Job
+from jobql.models import Job, UsageDay
 from jobql.resolvers.v2.ids import job_id as v2_job_id
 from jobql.settings import Settings
 from tests.api import Api, Server
@@ -285,6 +285,37 @@ async def test_window_edges_and_bad_windows(server: Server) -> None:
         assert answer["message"] == f"`{field}` must be a day written YYYY-MM-DD."
 
 
+async def test_token_sums_past_32_bits_are_exact(server: Server) -> None:
+    caller, key = await server.services.keys.create("heavy")
+    api = Api(server, key)
+    server.clients.append(api)
+    day = date(2026, 6, 1)
+    big = 2**31 + 1  # one more than GraphQL's Int holds
+    async with server.runtime.sessions() as session, session.begin():
+        session.add_all(
+            UsageDay(
+                principal_id=caller.id,
+                day=day + timedelta(days=n),
+                api_version="v2",
+                task="echo",
+                provider="simulated",
+                model_name="sim-fast",
+                model_version="sim-fast-2",
+                succeeded=1,
+                input_tokens=big,
+                output_tokens=2 * big,
+                cost_micros=10**15 + n,  # a billion dollars, to the micro-dollar
+            )
+            for n in range(3)
+        )
+
+    answer = await usage(api, day, day + timedelta(days=2), ["DAY"])
+    assert [row["inputTokens"] for row in answer["rows"]] == [big] * 3
+    assert answer["total"]["inputTokens"] == 3 * big
+    assert answer["total"]["outputTokens"] == 6 * big
+    assert answer["total"]["cost"]["amount"] == "3000000000.000003"
+
+
 async def test_usage_needs_a_key(server: Server) -> None:
     today = date.today().isoformat()
     async with httpx.AsyncClient(base_url=server.http_url) as anonymous:
@@ -356,8 +387,8 @@ async def test_jobql_usage_answers_what_the_query_answers(
             str(row["jobs"]["succeeded"]),
             str(row["jobs"]["failed"]),
             str(row["jobs"]["cancelled"]),
-            str(row["inputTokens"]),
-            str(row["outputTokens"]),
+            f"{row['inputTokens']:.0f}",
+            f"{row['outputTokens']:.0f}",
             row["cost"]["amount"],
         ]
     assert lines[-1].split()[0] == "total"

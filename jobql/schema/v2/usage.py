@@ -12,6 +12,10 @@ from jobql.schema.v2.errors import V2InvalidInput, V2ServiceUnavailable
 from jobql.schema.v2.money import V2Money
 from jobql.schema.v2.types import V2Model
 
+# Whole numbers, as Float: a year of a busy caller's tokens passes Int's 2^31 - 1, and a
+# Float holds every whole number up to 2^53 exactly (a JavaScript number is one).
+TOKENS = "A whole number of tokens (a Float: sums can pass Int's 32 bits; exact to 2^53)."
+
 
 @strawberry.enum(description="What the rows of a usage report are grouped by.")
 class V2UsageGroup(Enum):
@@ -40,8 +44,8 @@ class V2UsageJobs:
 @strawberry.type(description="What the jobs of a group (or of the whole window) used.")
 class V2UsageTotals:
     jobs: V2UsageJobs
-    input_tokens: int
-    output_tokens: int
+    input_tokens: float = strawberry.field(description=TOKENS)
+    output_tokens: float = strawberry.field(description=TOKENS)
     cost: V2Money
 
 
@@ -54,8 +58,8 @@ class V2UsageRow:
     task: V2UsageTask | None
     model: V2Model | None
     jobs: V2UsageJobs
-    input_tokens: int
-    output_tokens: int
+    input_tokens: float = strawberry.field(description=TOKENS)
+    output_tokens: float = strawberry.field(description=TOKENS)
     cost: V2Money
 
 
