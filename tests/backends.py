@@ -28,7 +28,6 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("JOBQL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TEMPLATE_DB = "jobql_test_template"
 
 
 @dataclass(frozen=True)
@@ -94,6 +93,9 @@ class Databases:
         self._sqlite_template: Path | None = None
         self._postgres_ready: bool | None = None
         self._postgres_error: BaseException | None = None
+        # One migrated template per test session, named for it: two runs sharing a server
+        # (CI beside a developer's run) never drop each other's template.
+        self.template = f"jobql_test_template_{uuid.uuid4().hex[:12]}"
 
     def sqlite(self) -> str:
         if self._sqlite_template is None:
@@ -111,8 +113,7 @@ class Databases:
                 run_blocking(
                     lambda: _pg_admin(
                         [
-                            f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)",
-                            f"CREATE DATABASE {TEMPLATE_DB}",
+                            f"CREATE DATABASE {self.template}",
                         ]
                     )
                 )
@@ -120,7 +121,7 @@ class Databases:
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self._postgres_ready, self._postgres_error = False, exc
             else:
-                run_blocking(lambda: _migrate(_with_database(POSTGRES_URL, TEMPLATE_DB)))
+                run_blocking(lambda: _migrate(_with_database(POSTGRES_URL, self.template)))
         if not self._postgres_ready:
             assert self._postgres_error is not None
             unavailable("PostgreSQL", POSTGRES_URL, self._postgres_error)
@@ -128,11 +129,18 @@ class Databases:
     def postgres(self) -> Iterator[str]:
         self.postgres_available()
         name = f"jobql_test_{uuid.uuid4().hex[:12]}"
-        run_blocking(lambda: _pg_admin([f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"]))
+        run_blocking(lambda: _pg_admin([f"CREATE DATABASE {name} TEMPLATE {self.template}"]))
         try:
             yield _with_database(POSTGRES_URL, name)
         finally:
             run_blocking(lambda: _pg_admin([f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]))
+
+    def cleanup(self) -> None:
+        """Drop this session's PostgreSQL template, if one was made."""
+        if self._postgres_ready:
+            run_blocking(
+                lambda: _pg_admin([f"DROP DATABASE IF EXISTS {self.template} WITH (FORCE)"])
+            )
 
 
 def check_redis() -> None:

@@ -17,8 +17,10 @@ TEST_TASKS = TESTS / "tasks.toml"
 
 
 @pytest.fixture(scope="session")
-def databases(tmp_path_factory: pytest.TempPathFactory) -> Databases:
-    return Databases(tmp_path_factory.mktemp("databases"))
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    databases = Databases(tmp_path_factory.mktemp("databases"))
+    yield databases
+    databases.cleanup()
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
