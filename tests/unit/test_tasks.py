@@ -86,8 +86,15 @@ def test_demo_task_contract_fields() -> None:
     assert research.provider_options["phases"] == ["planning", "searching", "reading", "writing"]
 
     assert registry.get("v1", "nope") is None
-    assert registry.get("v2", "classify") is None
-    assert registry.for_version("v2") == []
+    # v2 pins its own contract for the same task name: new prompt, model and output schema.
+    v2_classify = registry.get("v2", "classify")
+    assert v2_classify is not None
+    assert v2_classify.api_version == "v2"
+    assert v2_classify.prompt_version != classify.prompt_version
+    assert v2_classify.model.version != classify.model.version
+    assert v2_classify.output_schema != classify.output_schema
+    assert {t.api_version for t in registry.for_version("v2")} == {"v2"}
+    assert "v2" not in {t.api_version for t in registry.for_version("v1")}
 
 
 def test_minimal_task_gets_defaults(tmp_path: Path) -> None:
