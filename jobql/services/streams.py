@@ -44,16 +44,17 @@ class StreamService:
         )
 
     async def open(
-        self, caller: Caller, job_id: str, after: int | None
+        self, caller: Caller, job_id: str, after: int | None, *, api_version: str | None = None
     ) -> AsyncGenerator[StreamAnswer, None] | NotFound | ServiceUnavailable:
-        """The job's stream; a ServiceUnavailable it yields is its last item."""
+        """The job's stream; a ServiceUnavailable it yields is its last item. With
+        ``api_version``, a job submitted through another version is NotFound."""
         try:
             job = await self.store.get_owned(caller.id, job_id, with_output=False)
         except Exception as exc:
             if (answer := self._unavailable(exc, max(after or 0, 0))) is None:
                 raise
             return answer
-        if job is None:
+        if job is None or (api_version is not None and job.api_version != api_version):
             return NotFound()
         # A cursor beyond the log (a client's bug) is treated as "everything so far".
         cursor = min(max(after or 0, 0), job.last_seq)

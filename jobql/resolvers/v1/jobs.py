@@ -17,7 +17,7 @@ from jobql.errors import (
     ServiceUnavailable,
 )
 from jobql.events.types import Heartbeat
-from jobql.models import JobStatus
+from jobql.models import Job, JobStatus
 from jobql.outages import ServiceUnavailableError
 from jobql.resolvers.context import Context
 from jobql.resolvers.v1 import mapping
@@ -41,6 +41,7 @@ from jobql.schema.v1.types import (
     V1UsageToday,
     V1Viewer,
 )
+from jobql.services.auth import Caller
 from jobql.services.jobs import (
     IdempotencyKeyReused,
     InvalidCursor,
@@ -62,9 +63,20 @@ def unavailable(ctx: Context, error: ServiceUnavailable) -> V1ServiceUnavailable
     return mapping.service_unavailable(error, ctx.request_id)
 
 
+async def find_job(
+    ctx: Context, caller: Caller, job_id: str
+) -> Job | NotFound | ServiceUnavailable:
+    """The caller's v1 job. A job submitted through another API version is NotFound here:
+    its contract (output schema, task versions) is not v1's."""
+    found = await ctx.services.jobs.get(caller, job_id)
+    if isinstance(found, Job) and found.api_version != API_VERSION:
+        return NotFound()
+    return found
+
+
 async def job(info: CtxInfo, id: strawberry.ID) -> V1JobLookup:
     ctx = info.context
-    found = await ctx.services.jobs.get(await ctx.caller(), str(id))
+    found = await find_job(ctx, await ctx.caller(), str(id))
     if isinstance(found, NotFound):
         return mapping.not_found(found, ctx.request_id)
     if isinstance(found, ServiceUnavailable):
@@ -87,6 +99,7 @@ async def jobs(
             first=first,
             after=after,
             statuses=[JobStatus(s.value) for s in status] if status else None,
+            api_version=API_VERSION,
         )
     except InvalidCursor:
         raise GraphQLError(
@@ -173,7 +186,13 @@ async def cancel_job(
     info: CtxInfo, id: strawberry.ID, reason: str | None = None
 ) -> V1CancelJobResult:
     ctx = info.context
-    outcome = await ctx.services.jobs.cancel(await ctx.caller(), str(id), reason)
+    caller = await ctx.caller()
+    found = await find_job(ctx, caller, str(id))
+    if isinstance(found, NotFound):
+        return mapping.not_found(found, ctx.request_id)
+    if isinstance(found, ServiceUnavailable):
+        return unavailable(ctx, found)
+    outcome = await ctx.services.jobs.cancel(caller, str(id), reason)
     if isinstance(outcome, NotFound):
         return mapping.not_found(outcome, ctx.request_id)
     if isinstance(outcome, JobNotCancellable):
@@ -196,7 +215,7 @@ async def job_events(
             ctx.request_id,
         )
         return
-    stream = await ctx.services.streams.open(caller, str(job_id), after)
+    stream = await ctx.services.streams.open(caller, str(job_id), after, api_version=API_VERSION)
     if isinstance(stream, NotFound):
         yield mapping.not_found(stream, ctx.request_id)
         return

@@ -99,19 +99,23 @@ async def test_v1_jobs_are_not_found_on_v2(server: Server) -> None:
         await v2.aclose()
 
 
-async def test_v1_reads_v2_jobs_with_their_api_version(server: Server) -> None:
-    """v1 predates versions: it lists and reads every job of its caller, v2 ones included,
-    which say so in contract.apiVersion (v1 is frozen; this is its behaviour)."""
+async def test_v2_jobs_are_not_found_on_v1(server: Server) -> None:
+    """The same rule the other way: a v1 client never meets a job in v2's shapes (its
+    result follows v2's output schema), so v1 reads, lists, cancels and streams v1 jobs only."""
     v1: Api = await server.client("both")
     v2 = V2Api(server, v1.key)
     try:
-        new = await v2.submit_ok("echo", {"topic": "from v2"})
+        old = await v1.submit_ok("echo", {"topic": "from v1"})
+        new = await v2.submit_ok("slow", {"topic": "from v2"})
         job_id = base64.b64decode(new["id"]).decode().split(":", 1)[1]
-        seen = await v1.job(job_id)
-        assert seen["__typename"] == "V1Job"
-        assert seen["contract"]["apiVersion"] == "v2"
-        assert seen["contract"]["promptVersion"] == "t2"
+        assert (await v1.job(job_id))["__typename"] == "V1NotFound"
+        assert (await v1.cancel(job_id))["__typename"] == "V1NotFound"
+        assert [e["__typename"] for e in await v1.events(job_id)] == ["V1NotFound"]
+        listed = (await v1.execute("{ jobs(first: 10) { edges { node { id } } } }"))["jobs"]
+        assert [e["node"]["id"] for e in listed["edges"]] == [old["id"]]
         # v1's ids are the bare uuids; v2's global id means nothing there.
         assert (await v1.job(new["id"]))["__typename"] == "V1NotFound"
+        # Untouched by v1's refused cancel: the v2 job runs to its end on v2.
+        assert (await v2.wait_finished(new["id"]))["status"] == "SUCCEEDED"
     finally:
         await v2.aclose()
