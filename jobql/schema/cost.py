@@ -2,7 +2,7 @@
 estimated from the document, and the limit that refuses an operation above it.
 
 A field costs 1 per value it can produce. A list multiplies what is selected under it: a
-paged field (one with a ``first`` argument) by its page size, any other list by a fixed
+paged field (one with a ``first`` or ``last`` argument) by its page size, any other list by a fixed
 estimate. Heavy fields (a job's input, output, result and metadata, a task's schemas) cost
 their size class instead of 1. Fragments count as if every one of them applied (an upper
 bound: on a union only one member's fragment does).
@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from graphql import (
+    ArgumentNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -50,13 +51,17 @@ LARGE = 20  # a prompt's input, a model's output (text or structured)
 HEAVY_FIELDS: Mapping[str, int] = MappingProxyType(
     {
         "input": LARGE,
+        "params": LARGE,  # v2's name for a job's input
         "output": LARGE,
         "result": LARGE,
         "metadata": MEDIUM,
         "inputSchema": MEDIUM,
+        "paramsSchema": MEDIUM,
         "outputSchema": MEDIUM,
     }
 )
+# The arguments that size a page (Relay: forwards and backwards).
+PAGE_ARGUMENTS = frozenset({"first", "last"})
 # Lists without a `first` argument (tasks, violations, findings) are short; counted as this.
 LIST_ESTIMATE = 10
 
@@ -166,7 +171,7 @@ class _Walk:
         definition = parent.fields.get(name)
         if definition is None:  # __typename, introspection, or unknown (validation says)
             return weight
-        if any(a == "first" for a in definition.args):
+        if any(a in PAGE_ARGUMENTS for a in definition.args):
             page = self._page_size(node)
         items = 1
         field_type = get_nullable_type(definition.type)
@@ -180,23 +185,31 @@ class _Walk:
         return items * (weight + self.selection_set(node.selection_set, child, seen, page))
 
     def _page_size(self, node: FieldNode) -> int:
-        """The page a paged field can return: its `first` (a literal or a variable), capped at
-        the largest page; the default page when it is absent or null, the largest when it is
-        not an integer (validation or the resolver refuses it)."""
-        model = self.model
-        argument = next((a for a in node.arguments or () if a.name.value == "first"), None)
+        """The page a paged field can return: its `first` or `last` (a literal or a
+        variable; the larger when both are given), capped at the largest page; the default
+        page when both are absent or null, the largest when one is not an integer
+        (validation or the resolver refuses it)."""
+        sizes = [
+            self._page_argument(argument)
+            for argument in node.arguments or ()
+            if argument.name.value in PAGE_ARGUMENTS
+        ]
+        given = [size for size in sizes if size is not None]
+        return max(given) if given else self.model.default_page_size
+
+    def _page_argument(self, argument: ArgumentNode) -> int | None:
         value: Any = None
-        if argument is None or isinstance(argument.value, NullValueNode):
-            return model.default_page_size
+        if isinstance(argument.value, NullValueNode):
+            return None
         if isinstance(argument.value, IntValueNode):
             value = int(argument.value.value)
         elif isinstance(argument.value, VariableNode):
             value = self.variables.get(argument.value.name.value)
             if value is None:
-                return model.default_page_size
+                return None
         if isinstance(value, int) and not isinstance(value, bool):
-            return max(0, min(value, model.max_page_size))
-        return model.max_page_size
+            return max(0, min(value, self.model.max_page_size))
+        return self.model.max_page_size
 
 
 def too_costly(cost: int, limit: int) -> GraphQLError:

@@ -136,3 +136,23 @@ def test_production_needs_websocket_origins(
     monkeypatch.setenv("JOBQL_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/x.db")
     assert main(["serve"]) == 2
     assert "JOBQL_WS_ALLOWED_ORIGINS" in capsys.readouterr().err
+
+
+def test_v2_pages_backwards_cost_like_forwards() -> None:
+    from jobql.schema.v2.schema import build_schema as build_v2
+
+    v2 = build_v2()._schema
+    forwards = cost(v2, "{ jobs(first: 100) { edges { node { id } } } }")
+    assert cost(v2, "{ jobs(last: 100) { edges { node { id } } } }") == forwards
+    # Both given: the larger page bounds it.
+    assert cost(v2, "{ jobs(first: 5, last: 100) { edges { node { id } } } }") == forwards
+    assert cost(v2, "query($n: Int) { jobs(last: $n) { edges { node { id } } } }", {"n": 100}) == (
+        forwards
+    )
+    # Without either, the default page.
+    default = cost(v2, "{ jobs { edges { node { id } } } }")
+    assert default < forwards
+    # v2's job input (params) is as heavy as v1's input.
+    light = cost(v2, "{ jobs(last: 10) { edges { node { id } } } }")
+    heavy = cost(v2, "{ jobs(last: 10) { edges { node { params } } } }")
+    assert heavy - light == 10 * (LARGE - 1)
