@@ -137,9 +137,12 @@ async def run_job(
     *,
     idempotency_key: str | None = None,
     detach: bool | None = None,
+    max_cost: str | None = None,
     protocol: str = GRAPHQL_TRANSPORT_WS,
 ) -> Subscription:
     submit: dict[str, Any] = {"task": task, "params": params, "idempotencyKey": idempotency_key}
+    if max_cost is not None:
+        submit["maxCost"] = max_cost
     variables: dict[str, Any] = {"input": submit}
     if detach is not None:
         variables["detach"] = detach
@@ -372,6 +375,10 @@ async def test_refused_submits_are_the_only_item(server: Server) -> None:
         run = await run_job(server, key, task, params, idempotency_key=idempotency_key)
         answers[name] = [await run.next(), *await run.rest()]
         await run.aclose()
+    # The same maxCost rule as submitJob: a budget below one micro-dollar is refused.
+    run = await run_job(server, key, "echo", {"topic": "budget"}, max_cost="0.0000001")
+    answers["max cost"] = [await run.next(), *await run.rest()]
+    await run.aclose()
 
     for name, items in answers.items():
         assert len(items) == 1, (name, items)
@@ -379,6 +386,9 @@ async def test_refused_submits_are_the_only_item(server: Server) -> None:
     assert answers["unknown task"][0]["field"] == "task"
     assert answers["bad params"][0]["__typename"] == "V2InvalidInput"
     assert answers["bad params"][0]["field"].startswith("params")
+    assert answers["max cost"][0]["__typename"] == "V2InvalidInput"
+    assert answers["max cost"][0]["field"] == "maxCost"
+    assert 'from "0.000001" (one micro-dollar)' in answers["max cost"][0]["message"]
     reused = answers["key reused"][0]
     assert reused["__typename"] == "V2IdempotencyKeyReused"
     assert reused["code"] == "IDEMPOTENCY_KEY_REUSED"

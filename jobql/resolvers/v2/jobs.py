@@ -10,14 +10,13 @@ from jobql.errors import (
     JobNotCancellable,
     NotFound,
     ServiceUnavailable,
-    Violation,
 )
 from jobql.models import JobStatus
 from jobql.resolvers.v2 import mapping
 from jobql.resolvers.v2.lookup import API_VERSION, CtxInfo, find_job, unavailable
+from jobql.resolvers.v2.submit import submit_request
 from jobql.schema.v2.enums import V2JobStatus
 from jobql.schema.v2.inputs import V2SubmitJobInput
-from jobql.schema.v2.money import MICROS_PER_DOLLAR, parse_amount
 from jobql.schema.v2.results import (
     V2CancelJobResult,
     V2CancelJobSuccess,
@@ -27,11 +26,9 @@ from jobql.schema.v2.results import (
 )
 from jobql.schema.v2.types import V2JobConnection, V2JobEdge, V2PageInfo
 from jobql.services.jobs import (
-    MAX_COST_USD,
     IdempotencyKeyReused,
     InvalidCursor,
     JobPage,
-    SubmitRequest,
     Submitted,
 )
 
@@ -87,45 +84,13 @@ async def jobs(
     )
 
 
-def _invalid_max_cost(text: str) -> InvalidInput | None:
-    micros = parse_amount(text)
-    if micros is not None and 1 <= micros <= MAX_COST_USD * MICROS_PER_DOLLAR:
-        return None
-    message = (
-        'maxCost must be a decimal string of USD with at most six places, e.g. "0.05", '
-        f'from "0.000001" (one micro-dollar) to "{MAX_COST_USD:.0f}".'
-    )
-    return InvalidInput(
-        field="maxCost", violations=(Violation("maxCost", message),), message=message
-    )
-
-
 async def submit_job(info: CtxInfo, input: V2SubmitJobInput) -> V2SubmitJobResult:
     ctx = info.context
     caller = await ctx.caller()
-    if input.max_cost is not None and (problem := _invalid_max_cost(input.max_cost)):
-        return mapping.invalid_input(problem, ctx.request_id)
-    max_cost_micros = parse_amount(input.max_cost) if input.max_cost is not None else None
-    idempotency_key = input.idempotency_key
-    if idempotency_key is None:
-        idempotency_key = ctx.request.headers.get("idempotency-key")
-    outcome = await ctx.services.jobs.submit(
-        caller,
-        SubmitRequest(
-            api_version=API_VERSION,
-            task=input.task,
-            input=input.params,
-            idempotency_key=idempotency_key,
-            wait_seconds=input.wait_seconds,
-            deadline_seconds=input.deadline_seconds,
-            # Exact: the service rounds dollars back to the same micro-dollars.
-            max_cost_usd=max_cost_micros / MICROS_PER_DOLLAR
-            if max_cost_micros is not None
-            else None,
-            metadata=input.metadata,
-            request_id=ctx.request_id,
-        ),
-    )
+    request = submit_request(ctx, input)
+    if isinstance(request, InvalidInput):
+        return mapping.invalid_input(request, ctx.request_id)
+    outcome = await ctx.services.jobs.submit(caller, request)
     if isinstance(outcome, InvalidInput):
         return mapping.invalid_input(outcome, ctx.request_id)
     if isinstance(outcome, ServiceUnavailable):

@@ -11,50 +11,18 @@ from jobql.errors import (
     InvalidInput,
     NotFound,
     ServiceUnavailable,
-    Violation,
 )
 from jobql.events.types import Heartbeat, StoredEvent
 from jobql.outages import ServiceUnavailableError
 from jobql.resolvers.context import Context
 from jobql.resolvers.v2 import mapping
-from jobql.resolvers.v2.lookup import API_VERSION, CtxInfo
+from jobql.resolvers.v2.lookup import CtxInfo
+from jobql.resolvers.v2.submit import submit_request
 from jobql.schema.v2.inputs import V2SubmitJobInput
-from jobql.schema.v2.money import MICROS_PER_DOLLAR, parse_amount
 from jobql.schema.v2.run import V2RunJobAccepted, V2RunJobEvent
 from jobql.services.auth import Caller
-from jobql.services.jobs import IdempotencyKeyReused, SubmitRequest
+from jobql.services.jobs import IdempotencyKeyReused
 from jobql.services.run import RunAccepted, RunItem
-
-MAX_COST_MESSAGE = 'maxCost must be a decimal string of USD with at most six places, e.g. "0.05".'
-
-
-def submit_request(ctx: Context, input: V2SubmitJobInput) -> SubmitRequest | InvalidInput:
-    """The service's request for a v2 submit input (the Idempotency-Key header when the
-    input has no key)."""
-    max_cost_micros = None
-    if input.max_cost is not None:
-        max_cost_micros = parse_amount(input.max_cost)
-        if max_cost_micros is None:
-            return InvalidInput(
-                field="maxCost",
-                violations=(Violation("maxCost", MAX_COST_MESSAGE),),
-                message=MAX_COST_MESSAGE,
-            )
-    key = input.idempotency_key
-    if key is None:
-        key = ctx.request.headers.get("idempotency-key")
-    return SubmitRequest(
-        api_version=API_VERSION,
-        task=input.task,
-        input=input.params,
-        idempotency_key=key,
-        wait_seconds=input.wait_seconds,
-        deadline_seconds=input.deadline_seconds,
-        # Exact: the service rounds dollars back to the same micro-dollars.
-        max_cost_usd=max_cost_micros / MICROS_PER_DOLLAR if max_cost_micros is not None else None,
-        metadata=input.metadata,
-        request_id=ctx.request_id,
-    )
 
 
 async def run_job(
