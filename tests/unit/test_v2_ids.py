@@ -45,4 +45,3 @@ def test_anything_else_decodes_to_none(global_id: str) -> None:
 
 def test_a_task_id_is_not_a_job_id() -> None:
     assert ids.job_id(ids.encode(ids.TASK, str(uuid.uuid4()))) is None
-
