@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     # /metrics requires `Authorization: Bearer <token>` when set; without it, /metrics is
     # open in development and answers 404 in production.
     metrics_token: SecretStr | None = None
+    # Signs the stream tickets in V1Job.eventsUrl / V2Job.eventsUrl (EventSource can send
+    # no Authorization header). Every API process needs the same value. Unset: a random
+    # secret per process on SQLite in development (one process); elsewhere no tickets are
+    # issued (see docs/security.md).
+    stream_ticket_secret: SecretStr | None = None
     # Per GraphQL document: directives in all (and on one field, fragment or operation), and
     # the estimated cost (a list counts its page size times what is selected in it, heavy
     # fields such as input and output their size class; see jobql/schema/cost.py).
