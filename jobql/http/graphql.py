@@ -11,19 +11,19 @@ from collections.abc import AsyncGenerator, Mapping
 from datetime import timedelta
 from typing import cast
 
-from cross_web import HTTPException
-from graphql import GraphQLError
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError, parse
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry import Schema
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -34,7 +34,9 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     StartMessage,
 )
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
+from strawberry.utils.operation import get_operation_type
 
 from jobql.http.connections import ConnectionRegistry
 from jobql.http.graphiql import render_page
@@ -42,6 +44,7 @@ from jobql.http.graphql_response import (
     GRAPHQL_RESPONSE_CONTENT_TYPE,
     JSON,
     Outcome,
+    accepts_json,
     graphql_response_status,
     prefers_graphql_response,
 )
@@ -52,7 +55,10 @@ from jobql.http.json_input import (
     parse_json,
     request_error_body,
 )
+from jobql.http.multipart import MultipartFraming, accepts_multipart
 from jobql.http.request_id import request_id_of
+from jobql.http.sse import EVENT_STREAM, SseFraming, single_result, stream_sse
+from jobql.http.subscriptions import Framing, Operation, refusal, stream_subscription
 from jobql.outages import ServiceUnavailableError
 from jobql.resolvers.context import Context, Services
 from jobql.services.auth import TooManyFailedLookups
@@ -240,15 +246,126 @@ class GraphQLView(GraphQL[Context, None]):
             receive, send = _limit_message_size(receive, send, self.max_message_bytes)
         elif scope["type"] == "http":
             send = _vary_on_accept(send)
-            if prefers_graphql_response(Headers(scope=scope).get("accept")):
-                await self._serve_graphql_response(scope, receive, send)
+            accept = Headers(scope=scope).get("accept")
+            if (framing := streaming_framing(accept)) is not None:
+                await self._serve_stream(scope, receive, send, framing)
                 return
+            response = await self._answer_json(Request(scope, receive))
+            await response(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
-    async def _serve_graphql_response(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _answer(self, request: Request) -> Response:
+        """The answer to an HTTP request that does not stream (a subscription is refused)."""
+        try:
+            return await self.run(request)
+        except NotStreamed as exc:
+            return exc.response(request.scope)
+        except HTTPException as exc:
+            return PlainTextResponse(exc.reason, exc.status_code)
+
+    async def _serve_stream(
+        self, scope: Scope, receive: Receive, send: Send, framing: Framing
+    ) -> None:
+        """A request whose Accept can stream: a subscription streams (multipart or SSE);
+        anything else is answered as JSON, or under SSE as one `next` and `complete`."""
+        request = Request(scope, receive)
+        operation = await self._subscription_of(request)
+        response: Response
+        if operation is None:
+            response = await self._answer_json(request)
+            content_type = response.headers.get("content-type", "")
+            if (
+                isinstance(framing, SseFraming)
+                and not accepts_json(request.headers.get("accept"))
+                and response.status_code == 200
+                and content_type.startswith(JSON)
+            ):
+                # graphql-sse (Accept: text/event-stream only) reads every answer as events.
+                headers = {
+                    name: value
+                    for name, value in response.headers.items()
+                    if name not in ("content-length", "content-type")
+                }
+                response = Response(single_result(bytes(response.body)), 200, headers, EVENT_STREAM)
+        elif request.method == "GET" and not self.allow_queries_via_get:
+            response = _get_off().response(scope)
+        elif isinstance(framing, SseFraming):
+            response = await stream_sse(self, request, operation)
+        else:
+            response = await stream_subscription(self, request, operation, framing)
+        await response(scope, receive, send)
+
+    async def _subscription_of(self, request: Request) -> Operation | None:
+        """The request's operation if it is a subscription; None for anything else,
+        including a request the plain path refuses (it answers it as it always does)."""
+        if request.method not in ("GET", "POST"):
+            return None
+        if request.method == "GET" and "query" not in request.query_params:
+            return None
+        adapter: AsyncHTTPRequestAdapter = self.request_adapter_class(request)
+        try:
+            data = await self.parse_http_body(adapter)
+        except HTTPException:
+            return None
+        if not isinstance(data, GraphQLRequestData) or not data.query:
+            return None
+        operation_name = data.operation_name if isinstance(data.operation_name, str) else None
+        try:
+            document = parse(data.query, max_tokens=self.services.settings.max_query_tokens)
+            kind = get_operation_type(document, operation_name)
+        except (GraphQLError, RuntimeError):
+            return None
+        if kind is not OperationType.SUBSCRIPTION:
+            return None
+        return Operation(data.query, data.variables, operation_name, data.extensions)
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Strawberry's, except that a subscription is refused (406, or 405 over GET when
+        GET is off) instead of being executed as a query (which fails inside)."""
+        method = request_adapter.method
+        allowed = OperationType.from_http(method) - {OperationType.SUBSCRIPTION}
+        if not self.allow_queries_via_get and method == "GET":
+            allowed -= {OperationType.QUERY}
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from exc
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                if method == "GET" and not self.allow_queries_via_get:
+                    raise _get_off() from exc
+                raise NotStreamed(406, "NOT_ACCEPTABLE", NOT_STREAMABLE) from exc
+            raise HTTPException(400, exc.as_http_error_reason(method)) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request") from exc
+
+    async def _answer_json(self, request: Request) -> Response:
+        """The answer to a request that does not stream, in the JSON type its Accept asks."""
+        if prefers_graphql_response(request.headers.get("accept")):
+            return await self._graphql_response(request)
+        return await self._answer(request)
+
+    async def _graphql_response(self, request: Request) -> Response:
         """A request that prefers application/graphql-response+json: the same body as under
         application/json, with that content type and the spec's status codes."""
-        request = Request(scope, receive)
+        scope = request.scope
         try:
             response = await self.run(request)
         except HTTPException as exc:
@@ -260,7 +377,7 @@ class GraphQLView(GraphQL[Context, None]):
                 if len(outcomes) == 1:  # one operation (not a batch)
                     set_status = response.status_code if response.status_code != 200 else None
                     response.status_code = graphql_response_status(outcomes[0], set_status)
-        await response(scope, receive, send)
+        return response
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -336,12 +453,58 @@ class GraphQLView(GraphQL[Context, None]):
         return None
 
 
+NOT_STREAMABLE = (
+    "A subscription over HTTP streams its results: send `Accept: text/event-stream` "
+    "(GraphQL over SSE) or `Accept: multipart/mixed;subscriptionSpec=1.0,application/json` "
+    "(multipart), or subscribe over the WebSocket."
+)
+GET_OFF = "GET requests are off on this server: send the subscription with POST."
+
+
+class NotStreamed(HTTPException):
+    """A subscription the HTTP request cannot stream, refused before it runs."""
+
+    def __init__(
+        self, status: int, code: str, reason: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(status, reason)
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def response(self, scope: Scope) -> Response:
+        return refusal(scope, self.status_code, self.code, self.reason, self.headers)
+
+
+def _get_off() -> NotStreamed:
+    return NotStreamed(405, "METHOD_NOT_ALLOWED", GET_OFF, {"allow": "POST"})
+
+
+def streaming_framing(accept: str | None) -> Framing | None:
+    """The stream an Accept header asks for: multipart subscriptions or SSE, or None."""
+    for item in (accept or "").split(","):
+        media_type, *raw = item.split(";")
+        params = {}
+        for param in raw:
+            name, _, value = param.partition("=")
+            params[name.strip().lower()] = value.strip()
+        if params.get("q", "1").strip() in ("0", "0.0", "0.00", "0.000"):
+            continue
+        media_type = media_type.strip().lower()
+        if media_type == EVENT_STREAM:
+            return SseFraming()
+        if accepts_multipart(media_type, params):
+            return MultipartFraming()
+    return None
+
+
 # Under application/graphql-response+json: the status of a request Strawberry refused
 # before running it, by its error code (a 405 also says which method to use).
 _REFUSAL_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
 def _refusal(scope: Scope, request: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, NotStreamed):
+        return exc.response(scope)
     status, headers = exc.status_code, {"content-type": GRAPHQL_RESPONSE_CONTENT_TYPE}
     if request.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
         # A mutation (or, with GET queries off, any operation) sent with GET.

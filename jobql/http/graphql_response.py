@@ -51,6 +51,18 @@ def prefers_graphql_response(accept: str | None) -> bool:
     return graphql_q > 0 and graphql_q >= json_q
 
 
+def accepts_json(accept: str | None) -> bool:
+    """Whether an Accept header value takes a JSON answer (either GraphQL JSON type, or
+    `*/*`), so that a query need not be wrapped in an event stream."""
+    for item in (accept or "").split(","):
+        media_type, *params = item.split(";")
+        media_type = media_type.strip().lower()
+        json_type = media_type in _ANY_JSON or media_type == GRAPHQL_RESPONSE_JSON
+        if json_type and _quality(params) > 0:
+            return True
+    return False
+
+
 def response_content_type(scope: Scope) -> bytes:
     """The content type of a JSON answer to this HTTP request."""
     if prefers_graphql_response(Headers(scope=scope).get("accept")):

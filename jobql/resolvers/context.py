@@ -64,6 +64,12 @@ class Context:
         self.connection_params: dict[str, Any] | None = None
         # Extra entries for the response's `extensions` (see ResponseExtensions).
         self.extensions: dict[str, Any] = {}
+        # Over SSE, the seq of a `Last-Event-ID` header: jobEvents resumes after it,
+        # whatever its own cursor argument says.
+        self.resume_after: int | None = None
+        # The seq of the stored event a subscription resolver yielded last, for the SSE
+        # `id:` of the item it becomes (take_stream_seq clears it, so heartbeats have none).
+        self.stream_seq: int | None = None
         self._caller: Caller | None = None
         self._authenticated = False
         self._auth_lock = asyncio.Lock()
@@ -77,6 +83,16 @@ class Context:
     def client_address(self) -> str | None:
         client = self.request.client
         return client.host if client is not None else None
+
+    def assume(self, caller: Caller) -> None:
+        """Act for ``caller`` without reading the request's credentials (a route that
+        authenticated the request its own way)."""
+        self._caller = caller
+        self._authenticated = True
+
+    def take_stream_seq(self) -> int | None:
+        seq, self.stream_seq = self.stream_seq, None
+        return seq
 
     async def authenticate(self) -> Caller | None:
         """The caller, looked up once per request (sibling fields share the answer).

@@ -206,6 +206,8 @@ async def job_events(
     info: CtxInfo, job_id: strawberry.ID, after: int | None = None
 ) -> AsyncGenerator[V1JobEventResult, None]:
     ctx = info.context
+    if ctx.resume_after is not None:  # Last-Event-ID over SSE wins over the argument
+        after = ctx.resume_after
     try:
         caller = await ctx.caller()
     except ServiceUnavailableError as exc:
@@ -232,6 +234,7 @@ async def job_events(
                 yield mapping.service_unavailable(item, ctx.request_id)
                 return
             elif not item.is_terminal:
+                ctx.stream_seq = item.seq
                 yield mapping.event(item, ctx.request_id)  # type: ignore[misc]
             else:
                 # The terminal event carries the job's final state (committed with it).
@@ -245,5 +248,6 @@ async def job_events(
                     )
                     yield mapping.service_unavailable(cut, ctx.request_id)
                 else:
+                    ctx.stream_seq = item.seq
                     yield mapping.event(item, ctx.request_id, final)  # type: ignore[misc]
                 return

@@ -20,6 +20,8 @@ async def job_events(
     info: CtxInfo, id: strawberry.ID, after_seq: int | None = None
 ) -> AsyncGenerator[V2JobEventResult, None]:
     ctx = info.context
+    if ctx.resume_after is not None:  # Last-Event-ID over SSE wins over the argument
+        after_seq = ctx.resume_after
     resume_at = max(after_seq or 0, 0)
     try:
         caller = await ctx.caller()
@@ -55,6 +57,7 @@ async def job_events(
                 yield mapping.service_unavailable(item, ctx.request_id)
                 return
             elif not item.is_terminal:
+                ctx.stream_seq = item.seq
                 yield mapping.event(item, ctx.request_id)  # type: ignore[misc]
             else:
                 # The terminal event carries the job's final state (committed with it).
@@ -68,5 +71,6 @@ async def job_events(
                     )
                     yield mapping.service_unavailable(cut, ctx.request_id)
                 else:
+                    ctx.stream_seq = item.seq
                     yield mapping.event(item, ctx.request_id, final)  # type: ignore[misc]
                 return

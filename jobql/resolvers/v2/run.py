@@ -44,7 +44,10 @@ async def run_job(
     # aclosing: a client that goes away closes the run at once, which cancels a job it owns.
     async with aclosing(ctx.services.run.run(caller, request, detach=bool(detach))) as run:
         async for item in run:
-            yield await _answer(ctx, caller, item)
+            answer = await _answer(ctx, caller, item)
+            if isinstance(item, StoredEvent):
+                ctx.stream_seq = item.seq  # the SSE id of this item
+            yield answer
             if isinstance(item, StoredEvent) and item.is_terminal:
                 return  # also when its job could not be read and the stream was cut there
 
