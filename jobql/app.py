@@ -21,6 +21,7 @@ from jobql.http.body_limit import BodyLimitMiddleware
 from jobql.http.connections import ConnectionRegistry
 from jobql.http.cors import cors_middleware
 from jobql.http.deprecation import DeprecationMiddleware
+from jobql.http.event_source import event_source_endpoint
 from jobql.http.graphiql import asset_route
 from jobql.http.graphql import GraphQLView
 from jobql.http.request_id import RequestIdMiddleware
@@ -128,6 +129,12 @@ def create_app(
             WebSocketRoute(api.path, endpoints[api.name]),
             asset_route(f"/{api.name}/graphiql", settings.graphiql),
             Route(f"/{api.name}/possible-types.json", _possible_types(schemas[api.name])),
+            # One job's events for a browser's EventSource (a stream ticket instead of a key).
+            Route(
+                f"/{api.name}/jobs/{{id:path}}/events",
+                event_source_endpoint(api.name, endpoints[api.name]),
+                methods=["GET"],
+            ),
         ]
     routes += [
         Route("/healthz", healthz),

@@ -7,6 +7,8 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
+from jobql.resolvers.events_url import DESCRIPTION as EVENTS_URL_DESCRIPTION
+from jobql.resolvers.events_url import events_url_field
 from jobql.schema.v1.enums import V1JobStatus, V1Tier
 from jobql.schema.v1.errors import V1Error
 
@@ -77,6 +79,9 @@ class V1Job:
     cancel_requested: bool = strawberry.field(
         description="True once a cancel was asked for. A running job stops within moments "
         "(its stream ends with V1JobCancelled) unless it finishes first."
+    )
+    events_url: str = strawberry.field(
+        resolver=events_url_field("v1"), description=EVENTS_URL_DESCRIPTION
     )
 
 

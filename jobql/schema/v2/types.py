@@ -7,6 +7,8 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
+from jobql.resolvers.events_url import DESCRIPTION as EVENTS_URL_DESCRIPTION
+from jobql.resolvers.events_url import events_url_field
 from jobql.schema.v2.enums import V2JobStatus, V2TaskTier
 from jobql.schema.v2.errors import V2JobError
 from jobql.schema.v2.money import V2Money
@@ -79,6 +81,9 @@ class V2Job(V2Node):
     cancel_requested: bool = strawberry.field(
         description="True once a cancel was asked for. A running job stops within moments "
         "(its stream ends with V2JobCancelled) unless it finishes first."
+    )
+    events_url: str = strawberry.field(
+        resolver=events_url_field("v2"), description=EVENTS_URL_DESCRIPTION
     )
 
 
