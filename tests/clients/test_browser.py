@@ -1,6 +1,7 @@
 """CORS proven in a real browser: a page on another origin submits and follows a job with
 Apollo Client and graphql-ws; a page on an origin not in cors_origins cannot
-(browser.test.mjs, in Debian's Chromium through playwright-core)."""
+(browser.test.mjs, in Debian's Chromium through playwright-core). And a page follows a job
+with EventSource through a dropped response (event-source.test.mjs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from tests.api import serve
 from tests.backends import Databases
 from tests.clients.conftest import Live, client_settings
+from tests.clients.dropping import serve_dropping
 from tests.clients.node import CLIENTS, node_test, require_chromium, require_node
 from tests.uvicorn_server import uvicorn_serving
 
@@ -40,3 +42,22 @@ async def test_a_browser_app_on_another_origin(databases: Databases) -> None:
                 "JOBQL_BLOCKED_PAGE": f"{blocked}/index.html",
             }
             await node_test("browser.test.mjs", env)
+
+
+async def test_event_source_through_a_dropped_response(databases: Databases) -> None:
+    """A page on another origin opens a job's eventsUrl with EventSource; the server ends
+    the first response after 3 events and the browser resumes with Last-Event-ID."""
+    require_node()
+    chromium = require_chromium()
+    async with static_site() as allowed:
+        settings = client_settings(databases.sqlite(), cors_origins=[allowed])
+        async with serve_dropping(settings) as (server, dropping):
+            live = Live(server, await server.new_key("event source"))
+            env = {
+                **live.env(origin=allowed),
+                "JOBQL_CHROMIUM": str(chromium),
+                "JOBQL_EVENTS_PAGE": f"{allowed}/events.html",
+            }
+            await node_test("event-source.test.mjs", env)
+            assert dropping.dropped == 1
+            assert dropping.resumed == ["3"]  # the browser's reconnect sent Last-Event-ID
