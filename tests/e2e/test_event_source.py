@@ -20,6 +20,7 @@ from jobql.http.event_source import V1_EVENTS
 from jobql.services.tickets import Claims, TicketSigner, events_path
 from jobql.settings import Settings
 from tests.api import Api, Server, serve
+from tests.log_capture import all_logs, serve_logged
 
 SECRET = "a secret every API process shares"
 TERMINAL = {"V1JobSucceeded", "V1JobFailed", "V1JobCancelled"}
@@ -350,3 +351,26 @@ async def test_without_a_secret_a_postgresql_server_issues_no_tickets(
             assert "JOBQL_STREAM_TICKET_SECRET" in error["message"]
         # The header still opens the stream.
         assert_whole_stream(await collect(api.http, events_path("v1", job["id"])))
+
+
+async def test_tickets_reach_no_log_line(ticket_settings: Settings) -> None:
+    """Access lines carry the path without the query string: a ticket, like a key, is in
+    no log line (unless JOBQL_LOG_CONTENT=true, which logs query strings)."""
+    with all_logs() as logs:
+        async with serve_logged(ticket_settings) as server:
+            api = await server.client()
+            job = await api.submit_ok("echo", {"topic": "logs"})
+            url = await events_url(api, job["id"])
+            async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as anonymous:
+                assert_whole_stream(await collect(anonymous, url))
+                expired = url.replace("ticket=", "ticket=1")  # malformed: refused, 401
+                assert (await anonymous.get(expired)).status_code == 401
+    ticket = ticket_of(url)
+    mac = ticket.rsplit(".", 1)[1]
+    # The server's lines: this test's own HTTP client (httpx, httpcore) logs its URLs.
+    server_lines = [
+        line for line in logs.lines() if not line["logger"].startswith(("httpx", "httpcore"))
+    ]
+    assert server_lines
+    assert not [line for line in server_lines if mac in json.dumps(line)]
+    assert f"GET /v1/jobs/{job['id']}/events HTTP/1.1" in logs.text
