@@ -220,6 +220,10 @@ async def test_an_authorization_header_instead_of_a_ticket(
     assert refused.headers["content-type"].startswith("application/json")
     [error] = refused.json()["errors"]
     assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    # The header wins over a ticket sent with it.
+    ticketed = await events_url(api, job["id"])
+    both = await anonymous.get(ticketed, headers={"Authorization": "Bearer jq_not-a-key"})
+    assert both.status_code == 401
     # Neither a key nor a ticket.
     bare = await anonymous.get(path)
     assert bare.status_code == 401
@@ -294,13 +298,25 @@ async def test_another_callers_ticket_finds_nothing_of_yours(
     assert events[-1].event == "complete"
 
 
-async def test_a_revoked_keys_tickets_stop_working(
+async def test_revoking_the_key_ends_its_ticket_streams_and_voids_its_tickets(
     server: Server, anonymous: httpx.AsyncClient
 ) -> None:
     api = await server.client("revoked")
-    job = await api.submit_ok("echo", {"topic": "revoked"})
+    job = await api.submit_ok("hang", {"topic": "revoked"})  # runs until cancelled
     url = await events_url(api, job["id"])
-    assert await server.services.keys.revoke(api.key[:10]) == 1
+    async with anonymous.stream("GET", url) as response:
+        assert response.status_code == 200
+        events = read_events(response)
+        first = await anext(events)
+        assert first.item["__typename"] == "V1JobQueued"
+        assert await server.services.keys.revoke(api.key[:10]) == 1
+        rest = [e async for e in events]
+    # The open stream ends: an error, then complete.
+    assert rest[-1].event == "complete"
+    errors = [json.loads(e.data) for e in rest if e.event == "next" and e.id is None]
+    assert {
+        "errors": [{"message": "API key revoked", "extensions": {"code": "UNAUTHENTICATED"}}]
+    } in errors
     assert "revoked" in await refusal(anonymous, url)
 
 
