@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -32,11 +32,17 @@ class Parts:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.ended = False  # the closing delimiter arrived
-        self._chunks = response.aiter_bytes()
         self._buffer = b""
+        self._parts = self._parse()
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        async for chunk in self._chunks:
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._parts
+
+    async def aclose(self) -> None:
+        await self._parts.aclose()
+
+    async def _parse(self) -> AsyncGenerator[dict[str, Any], None]:
+        async for chunk in self.response.aiter_bytes():
             self._buffer += chunk
             while (at := self._buffer.find(DELIMITER)) >= 0:
                 part, self._buffer = self._buffer[:at], self._buffer[at + len(DELIMITER) :]
@@ -71,7 +77,11 @@ async def subscribe(
         assert response.status_code == 200, (await response.aread()).decode()
         assert response.headers["content-type"].startswith("multipart/mixed")
         assert 'boundary="graphql"' in response.headers["content-type"]
-        yield Parts(response)
+        parts = Parts(response)
+        try:
+            yield parts
+        finally:
+            await parts.aclose()
 
 
 async def test_a_job_streams_every_event_once_in_order_then_the_response_ends(api: Api) -> None:
