@@ -37,6 +37,23 @@ REVOKED_ERROR: dict[str, object] = {
     "message": "API key revoked",
     "extensions": {"code": "UNAUTHENTICATED"},
 }
+# How long a stream cut by the server (shutdown) may take to write its last words.
+FAREWELL_SECONDS = 1.0
+
+
+def shutdown_error(last_seq: int) -> dict[str, object]:
+    """The last item of a stream the server cut (it is shutting down): retryable, with
+    the seq to resume after (`after` / `afterSeq`, or SSE's Last-Event-ID)."""
+    return {
+        "message": f"The server is shutting down; subscribe again to resume after seq {last_seq}.",
+        "extensions": {
+            "code": "SERVICE_UNAVAILABLE",
+            "retryable": True,
+            "retryAfterSeconds": 1,
+            "resumeAfter": last_seq,
+        },
+    }
+
 
 Results = AsyncGenerator[ExecutionResult, None]
 
@@ -243,15 +260,20 @@ async def pump(
 ) -> None:
     """Write the stream: ``first`` (already read) and the rest of ``results``, with a
     keepalive after ``keepalive_seconds`` of silence, until the results end (complete),
-    the key is revoked (an error, then complete) or the client leaves. Whatever ends it,
-    the subscription is closed before this returns (its resolver's cleanup runs)."""
+    the key is revoked (an error, then complete) or the client leaves. Cancelled (the
+    server is shutting down, past its graceful timeout), it ends with a retryable error
+    naming the seq to resume after. Whatever ends it, the subscription is closed before
+    this returns (its resolver's cleanup runs)."""
     headers = [(b"content-type", framing.content_type.encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in framing.extra_headers.items()]
     left: asyncio.Future[object] = asyncio.ensure_future(_disconnected(receive))
     revocation: asyncio.Future[object] = asyncio.ensure_future(revoked.wait())
     pending: asyncio.Future[object] | None = None
+    last_seq = context.resume_after or 0
+    started = False
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        started = True
         chunk = framing.opening()
         item = first
         while True:
@@ -261,7 +283,9 @@ async def pump(
             if item is not None:
                 assert isinstance(item, ExecutionResult)
                 payload = process_result(item)
-                chunk += framing.result(payload, context.take_stream_seq())
+                seq = context.take_stream_seq()
+                last_seq = last_seq if seq is None else seq
+                chunk += framing.result(payload, seq)
             if chunk:
                 await _write(send, chunk)
             chunk, item = b"", None
@@ -283,6 +307,14 @@ async def pump(
                 chunk = framing.keepalive()
     except OSError:
         return  # the client went away while a chunk was written
+    except asyncio.CancelledError:
+        if not started:
+            raise
+        # The response is complete after this, which is what cancelling it asked for.
+        farewell = framing.fatal([shutdown_error(last_seq)]) + framing.complete()
+        with contextlib.suppress(OSError, TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(FAREWELL_SECONDS):
+                await _write(send, farewell, more=False)
     finally:
         for task in (pending, left, revocation):
             if task is not None:

@@ -15,12 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
+from jobql.app import create_app
+from jobql.providers.simulated import SimulatedProvider
+from jobql.runtime import build_providers
 from jobql.settings import Settings, TierLimits
 from tests.api import EVENTS, TERMINAL, Api, Server, events_request, serve, stored
 from tests.e2e.v2.client import EVENTS as V2_EVENTS
 from tests.e2e.v2.conftest import v2_client
 from tests.faults.servers import wait_until
 from tests.log_capture import all_logs, serve_logged
+from tests.uvicorn_server import uvicorn_serving
 
 GUARD = 20.0
 
@@ -380,3 +384,42 @@ async def test_a_revoked_key_ends_its_sse_stream(server: Server, api: Api) -> No
     assert rest[-1] == Event("complete", "", None)
     error = rest[-2].result()["errors"][0]
     assert error["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_shutdown_ends_an_open_stream_with_a_resumable_error(settings: Settings) -> None:
+    """Past the server's graceful timeout an open stream ends cleanly: a retryable
+    SERVICE_UNAVAILABLE naming the seq to resume after, then `complete`."""
+    provider = SimulatedProvider()
+    app = create_app(settings, providers=build_providers(settings, simulated=provider))
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def run() -> None:
+        async with uvicorn_serving(
+            app, ws="websockets-sansio", timeout_graceful_shutdown=0.5
+        ) as port:
+            ready.set_result(port)
+            await stop.wait()
+
+    running = asyncio.create_task(run())
+    server = Server(app, await ready, provider)
+    api = await server.client()
+    try:
+        job = await api.submit_ok("stall", {"topic": "shutdown"})
+        async with sse(api.http, EVENTS, {"id": job["id"]}) as stream:
+            seen: list[Event] = []
+            async for event in stream:
+                seen.append(event)
+                if event.id is not None:
+                    break
+            stop.set()
+            rest = await stream.all()
+        await running
+    finally:
+        await api.aclose()
+    ids = [int(e.id) for e in seen + rest if e.id is not None]
+    assert rest[-1] == Event("complete", "", None)
+    [error] = rest[-2].result()["errors"]
+    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert error["extensions"]["retryable"] is True
+    assert error["extensions"]["resumeAfter"] == ids[-1]

@@ -121,6 +121,7 @@ class _Context:
 
     def __init__(self) -> None:
         self.stream_seq: int | None = None
+        self.resume_after: int | None = None
 
     def take_stream_seq(self) -> int | None:
         seq, self.stream_seq = self.stream_seq, None
@@ -229,3 +230,19 @@ async def test_a_client_that_leaves_closes_the_subscription_at_once() -> None:
     await asyncio.wait_for(task, 5)
     assert source.closed.is_set()
     assert client.messages[-1].get("more_body", True) is True  # nothing more was written
+
+
+async def test_a_cancelled_stream_ends_with_a_retryable_error_naming_the_last_seq() -> None:
+    client, source = _Client(), _Source(_Context())
+    task = await _run(SseFraming(), client, source, asyncio.Event())
+    await source.release.put(9)
+    await client.until(b"id: 9\n")
+    task.cancel()  # what the server does to open responses past its graceful timeout
+    await asyncio.wait_for(task, 5)
+    *_, farewell, complete = decoded(client.body())
+    [error] = json.loads(farewell)["errors"]
+    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert error["extensions"]["resumeAfter"] == 9
+    assert complete == b""
+    assert client.messages[-1]["more_body"] is False
+    assert source.closed.is_set()
