@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from jobql.settings import Settings, TierLimits
-from tests.api import EVENTS, TERMINAL, Api, Server, stored
+from tests.api import EVENTS, TERMINAL, Api, Server, stored, text_of
 from tests.e2e.v2.client import EVENTS as V2_EVENTS
 from tests.e2e.v2.conftest import v2_client
 from tests.faults.servers import wait_until
@@ -326,3 +327,39 @@ async def test_run_job_over_http_cancels_the_job_when_the_response_is_closed(
         await v2.cancel(ids[True])
     finally:
         await v2.aclose()
+
+
+async def test_http_streams_log_no_content_and_no_errors(settings: Settings) -> None:
+    """Streams to the end, dropped mid-stream, refused (406, 400, NotFound): no line at
+    WARNING or above, and the job's content in no line at any level."""
+    canary = f"canary-{uuid.uuid4().hex}"
+    with all_logs() as logs:
+        async with serve_logged(settings) as server:
+            api = await server.client()
+            job = await api.submit_ok("echo", {"topic": canary})
+            variables = {"id": job["id"]}
+            async with subscribe(api.http, EVENTS, variables) as parts:
+                events = await parts.payloads()
+            output = text_of(events)
+            assert len(output) > 40  # the content did flow
+            sse_accept = {"Accept": "text/event-stream"}
+            async with api.http.stream(
+                "POST",
+                "/v1/graphql",
+                json={"query": EVENTS, "variables": variables},
+                headers=sse_accept,
+            ) as response:
+                assert "V1JobSucceeded" in (await response.aread()).decode()
+            hanging = await api.submit_ok("hang", {"topic": canary})
+            async with subscribe(api.http, EVENTS, {"id": hanging["id"]}) as parts:
+                await _first_part(parts)  # then the client drops the response
+            assert (await api.post(EVENTS, variables)).status_code == 406
+            bad_id = {**sse_accept, "Last-Event-ID": canary}
+            assert (await api.post(EVENTS, variables, headers=bad_id)).status_code == 400
+            mallory = await server.client("mallory")
+            async with subscribe(mallory.http, EVENTS, variables) as parts:
+                assert [e["__typename"] for e in await parts.payloads()] == ["V1NotFound"]
+            await api.cancel(hanging["id"])
+    assert logs.at_least(logging.WARNING) == []
+    assert canary not in logs.text
+    assert output not in logs.text
