@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from jobql.http.event_source import V1_EVENTS
 from jobql.services.tickets import Claims, TicketSigner, events_path
-from jobql.settings import Settings
+from jobql.settings import Settings, TierLimits
 from tests.api import Api, Server, serve
 from tests.log_capture import all_logs, serve_logged
 
@@ -390,3 +390,30 @@ async def test_tickets_reach_no_log_line(ticket_settings: Settings) -> None:
     assert server_lines
     assert not [line for line in server_lines if mac in json.dumps(line)]
     assert f"GET /v1/jobs/{job['id']}/events HTTP/1.1" in logs.text
+
+
+async def test_ticket_streams_count_against_the_keys_budgets(ticket_settings: Settings) -> None:
+    """A stream opened with a ticket is one of its key's connections, as with the header."""
+    settings = ticket_settings.model_copy(
+        update={"tier_limits": {"standard": TierLimits(max_ws_connections=1)}}
+    )
+    async with serve(settings) as server:
+        api = await server.client()
+        job = await api.submit_ok("hang", {"topic": "budgets"})
+        url = await events_url(api, job["id"])
+        async with (
+            httpx.AsyncClient(base_url=server.http_url, timeout=30) as anonymous,
+            anonymous.stream("GET", url) as first,
+        ):
+            assert first.status_code == 200
+            # Held until the end: a dropped generator would close the response.
+            opened = read_events(first)
+            assert (await anext(opened)).item["__typename"] == "V1JobQueued"
+            second = await anonymous.get(url)
+            assert second.status_code == 429
+            assert second.json()["errors"][0]["extensions"]["code"] == "TOO_MANY_CONNECTIONS"
+            assert "retry-after" in second.headers
+            by_header = await api.http.get(events_path("v1", job["id"]))
+            assert by_header.status_code == 429
+            # The first stream is still open.
+            assert (await anext(opened)).event == "next"
