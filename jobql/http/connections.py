@@ -1,5 +1,6 @@
-"""The WebSocket connections open in this process, by caller: per-caller caps on
-connections and on operations across them, and closing a revoked key's connections."""
+"""The streaming connections open in this process, by caller (WebSockets, and HTTP
+responses streaming a subscription): per-caller caps on connections and on operations across
+them, and closing a revoked key's connections."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ log = logging.getLogger(__name__)
 
 
 class ConnectionHandle(Protocol):
-    """One open WebSocket (a protocol handler)."""
+    """One open WebSocket (a protocol handler), or one HTTP response streaming a
+    subscription (jobql/http/subscriptions.py)."""
 
     def operation_count(self) -> int:
         """Subscriptions (and queries or mutations) in flight on this connection."""
         ...
 
     async def close_revoked(self) -> None:
-        """Stop every operation and close the socket with 4403."""
+        """Stop every operation and close the socket with 4403 (end the HTTP stream)."""
         ...
 
 
