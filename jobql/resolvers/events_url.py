@@ -16,7 +16,10 @@ from jobql.services.tickets import TicketsUnavailable, events_url
 DESCRIPTION = (
     "This job's events as Server-Sent Events, for a browser's EventSource: a URL relative to "
     "this server, with a stream ticket for you that is good for 10 minutes and for this job "
-    "only. The events are jobEvents' (the same seq as `id:`; Last-Event-ID resumes)."
+    "only. The events are jobEvents' (the same seq as `id:`; Last-Event-ID resumes). Null, "
+    "with a STREAM_TICKETS_UNAVAILABLE error, when this server issues no stream tickets "
+    "(JOBQL_STREAM_TICKET_SECRET unset outside SQLite development): open the URL with an "
+    "Authorization header instead."
 )
 
 
@@ -25,10 +28,12 @@ class _Job(Protocol):
     def id(self) -> strawberry.ID: ...
 
 
-def events_url_field(version: str) -> Callable[[_Job, Info[Context, None]], Awaitable[str]]:
+def events_url_field(
+    version: str,
+) -> Callable[[_Job, Info[Context, None]], Awaitable[str | None]]:
     """The resolver of ``V<n>Job.eventsUrl`` for API ``version``."""
 
-    async def resolve(root: _Job, info: Info[Context, None]) -> str:
+    async def resolve(root: _Job, info: Info[Context, None]) -> str | None:
         ctx = info.context
         caller = await ctx.caller()
         try:

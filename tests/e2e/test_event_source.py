@@ -362,9 +362,13 @@ async def test_without_a_secret_a_postgresql_server_issues_no_tickets(
             assert "errors" not in body, body
             assert body["data"]["job"]["eventsUrl"].startswith(events_path("v1", job["id"]))
         else:
+            # The field is null and says why; the rest of the job is still answered.
             [error] = body["errors"]
             assert error["extensions"]["code"] == "STREAM_TICKETS_UNAVAILABLE"
             assert "JOBQL_STREAM_TICKET_SECRET" in error["message"]
+            assert error["path"] == ["job", "eventsUrl"]
+            assert body["data"]["job"]["eventsUrl"] is None
+            assert body["data"]["job"]["id"] == job["id"]
         # The header still opens the stream.
         assert_whole_stream(await collect(api.http, events_path("v1", job["id"])))
 

@@ -80,7 +80,7 @@ class V1Job:
         description="True once a cancel was asked for. A running job stops within moments "
         "(its stream ends with V1JobCancelled) unless it finishes first."
     )
-    events_url: str = strawberry.field(
+    events_url: str | None = strawberry.field(
         resolver=events_url_field("v1"), description=EVENTS_URL_DESCRIPTION
     )
 

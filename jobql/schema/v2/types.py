@@ -82,7 +82,7 @@ class V2Job(V2Node):
         description="True once a cancel was asked for. A running job stops within moments "
         "(its stream ends with V2JobCancelled) unless it finishes first."
     )
-    events_url: str = strawberry.field(
+    events_url: str | None = strawberry.field(
         resolver=events_url_field("v2"), description=EVENTS_URL_DESCRIPTION
     )
 
