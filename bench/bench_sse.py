@@ -5,11 +5,13 @@ inline worker, the key's limits lifted).
 Each of the N clients submits its own job (task `bench_paced`: 100 tokens at 50 tokens/s,
 about 2 s of output) and at once follows it, over its own WebSocket (opened beforehand) or
 its own SSE response (`POST /v1/graphql`, `Accept: text/event-stream`). Per stream:
-time to first token (submit sent -> first V1OutputDelta), the largest gap between two
-consecutive events it received, the wall time to the terminal event, and whether it is
+time to first token (submit sent -> first V1OutputDelta; the N submits go out at once, so
+it includes their queueing on SQLite's one writer), the largest gap between two consecutive
+events it received (after the first), the wall time to the terminal event, and whether it is
 whole: seqs 1..n with no gap or repeat, a V1JobSucceeded at the end, the deltas adding up
-to the job's output, and the end of the stream (`complete`). WebSocket phase first, then SSE,
-at each N; ratios are SSE / WebSocket from the same run.
+to the job's output, and the end of the stream (`complete`). Both transports run at each N,
+for --rounds rounds (alternating which goes first, streams pooled); ratios are
+SSE / WebSocket from the same run.
 
 Run: .venv/bin/python bench/bench_sse.py [--clients 50,200] [--write]
 (--write puts the table into docs/benchmarks.md under its own heading).
@@ -112,7 +114,7 @@ class Follow:
 
     def __init__(self, started: float) -> None:
         self.started = started
-        self.last = started
+        self.last: float | None = None  # when the previous event arrived
         self.stream = Stream()
         self.seqs: list[int] = []
         self.text: list[str] = []
@@ -121,7 +123,8 @@ class Follow:
     def event(self, item: dict[str, object]) -> bool:
         """Record one jobEvents item; True at the terminal event."""
         now = time.perf_counter()
-        self.stream.max_gap = max(self.stream.max_gap, now - self.last)
+        if self.last is not None:
+            self.stream.max_gap = max(self.stream.max_gap, now - self.last)
         self.last = now
         if isinstance(seq := item.get("seq"), int):
             self.seqs.append(seq)
@@ -236,7 +239,7 @@ async def _run_phase(
     return Phase(transport, clients, list(streams), time.perf_counter() - began)
 
 
-async def run(sizes: list[int]) -> list[tuple[Phase, Phase]]:
+async def run(sizes: list[int], rounds: int) -> list[tuple[Phase, Phase]]:
     results: list[tuple[Phase, Phase]] = []
     with tempfile.TemporaryDirectory(prefix="jobql-bench-sse-") as tmp:
         workdir = Path(tmp)
@@ -250,10 +253,21 @@ async def run(sizes: list[int]) -> list[tuple[Phase, Phase]]:
                 limits=limits,
             ) as client:
                 for clients in sizes:
-                    ws = await websocket_phase(server, client, clients)
-                    print(f"  {clients} WebSocket streams: {len(ws.ok())} whole", file=sys.stderr)
-                    sse = await sse_phase(server, client, clients)
-                    print(f"  {clients} SSE streams: {len(sse.ok())} whole", file=sys.stderr)
+                    ws = Phase("WebSocket", clients, [], 0.0)
+                    sse = Phase("SSE", clients, [], 0.0)
+                    for round in range(rounds):
+                        # Alternate which transport goes first, so neither always meets a
+                        # server still busy with the other's jobs.
+                        order = [(ws, websocket_phase), (sse, sse_phase)]
+                        for pooled, phase in order if round % 2 == 0 else order[::-1]:
+                            done = await phase(server, client, clients)
+                            pooled.streams += done.streams
+                            pooled.seconds += done.seconds
+                            print(
+                                f"  {clients} {done.transport} streams, round {round + 1}: "
+                                f"{len(done.ok())} whole",
+                                file=sys.stderr,
+                            )
                     results.append((ws, sse))
     return results
 
@@ -262,13 +276,15 @@ def _cell(summary: Summary | None, pick: Callable[[Summary], float]) -> str:
     return fmt_ms(pick(summary)) if summary else "-"
 
 
-def report(results: list[tuple[Phase, Phase]], started: datetime, elapsed: float) -> str:
+def report(
+    results: list[tuple[Phase, Phase]], rounds: int, started: datetime, elapsed: float
+) -> str:
     info = machine_info()
     load = os.getloadavg()
     header = [
         "streams",
         "transport",
-        "whole / N",
+        "whole / streams",
         "TTFT p50",
         "TTFT p99",
         "max gap p50",
@@ -286,7 +302,7 @@ def report(results: list[tuple[Phase, Phase]], started: datetime, elapsed: float
                 [
                     str(phase.clients),
                     phase.transport,
-                    f"{len(phase.ok())} / {phase.clients}",
+                    f"{len(phase.ok())} / {len(phase.streams)}",
                     _cell(ttft, lambda s: s.p50),
                     _cell(ttft, lambda s: s.p99),
                     _cell(gap, lambda s: s.p50),
@@ -309,6 +325,11 @@ def report(results: list[tuple[Phase, Phase]], started: datetime, elapsed: float
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}  ",
         "One client process, one `jobql serve` (SQLite, memory bus, inline worker); each "
         f"stream follows its own job of {TOKENS} tokens at 50 tokens/s (about 2 s). "
+        f"Each N runs {rounds} rounds, alternating which transport goes first; the "
+        "table pools their streams. Times in ms. TTFT includes the N submits sent at once "
+        "(SQLite has one writer); "
+        "*max gap* is the largest wait between two consecutive events of a stream; all N "
+        "streams are parsed by one client process. "
         "Ratios are SSE / WebSocket at the same N, same run. *Whole*: seqs 1..n without a "
         "gap or a repeat, the deltas adding up to the output, V1JobSucceeded and the end of "
         "the stream.",
@@ -335,17 +356,18 @@ def write_doc(section: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="50,200", help="comma-separated stream counts")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per N, pooled")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     sizes = [int(n) for n in args.clients.split(",")]
     started = datetime.now(UTC)
     began = time.perf_counter()
     try:
-        results = asyncio.run(run(sizes))
+        results = asyncio.run(run(sizes, args.rounds))
     except BenchError as exc:
         print(f"bench_sse: {exc}", file=sys.stderr)
         return 1
-    text = report(results, started, time.perf_counter() - began)
+    text = report(results, args.rounds, started, time.perf_counter() - began)
     print(text)
     if args.write:
         write_doc(text)
