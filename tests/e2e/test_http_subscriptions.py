@@ -363,3 +363,34 @@ async def test_http_streams_log_no_content_and_no_errors(settings: Settings) -> 
     assert logs.at_least(logging.WARNING) == []
     assert canary not in logs.text
     assert output not in logs.text
+
+
+def _active_subscriptions(server: Server) -> float:
+    """Job streams open in the server process (the jobql_active_subscriptions gauge)."""
+    value = server.runtime.metrics.registry.get_sample_value("jobql_active_subscriptions")
+    assert value is not None
+    return value
+
+
+@pytest.mark.parametrize("accept", [MULTIPART, "text/event-stream"])
+async def test_a_client_that_leaves_releases_its_bus_subscription_at_once(
+    server: Server, api: Api, accept: str
+) -> None:
+    job = await api.submit_ok("hang", {"topic": "leave"})
+    async with api.http.stream(
+        "POST",
+        "/v1/graphql",
+        json={"query": EVENTS, "variables": {"id": job["id"]}},
+        headers={"Accept": accept},
+    ) as response:
+        assert response.status_code == 200
+        chunks = response.aiter_bytes()  # held: a dropped iterator would close the response
+        assert await anext(chunks)  # the stream is open and following the job
+        assert _active_subscriptions(server) == 1
+
+    async def released() -> bool:
+        return _active_subscriptions(server) == 0
+
+    await wait_until(released, "the job's stream closed", 2.0)
+    await wait_until(_no_streams(server, api), "the stream released from the registry", 2.0)
+    await api.cancel(job["id"])
