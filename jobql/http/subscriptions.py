@@ -207,26 +207,35 @@ async def stream_subscription(
         body = view.encode_json_string(process_result(first)).encode()
         return Response(body, 400, {"content-type": response_content_type(request.scope).decode()})
 
-    async def run(scope: Scope, receive: Receive, send: Send) -> None:
+    async def run(headers: RawHeaders, receive: Receive, send: Send) -> None:
         try:
-            await pump(send, receive, results, first, framing, context, stream.revoked)
+            await pump(send, receive, results, first, framing, context, stream.revoked, headers)
         finally:
             view.connections.release(stream)
 
-    return Streamed(run)
+    headers = {"content-type": framing.content_type, **framing.extra_headers}
+    return Streamed(run, headers)
+
+
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 class Streamed(Response):
-    """A response that is an ASGI callable writing its own messages."""
+    """A 200 response whose body a coroutine writes as it goes. Its headers can be changed
+    until it is sent, like any Response's; it ignores `background`."""
 
-    def __init__(self, run: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        run: Callable[[RawHeaders, Receive, Send], Awaitable[None]],
+        headers: Mapping[str, str],
+    ) -> None:
         self.status_code = 200
         self.background = None
-        self.body = b""
         self._run = run
+        self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._run(scope, receive, send)
+        await self._run(self.raw_headers, receive, send)
 
 
 _END = object()
@@ -255,6 +264,7 @@ async def pump(
     framing: Framing,
     context: Context,
     revoked: asyncio.Event,
+    headers: RawHeaders,
     *,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
 ) -> None:
@@ -264,8 +274,6 @@ async def pump(
     server is shutting down, past its graceful timeout), it ends with a retryable error
     naming the seq to resume after. Whatever ends it, the subscription is closed before
     this returns (its resolver's cleanup runs)."""
-    headers = [(b"content-type", framing.content_type.encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in framing.extra_headers.items()]
     left: asyncio.Future[object] = asyncio.ensure_future(_disconnected(receive))
     revocation: asyncio.Future[object] = asyncio.ensure_future(revoked.wait())
     pending: asyncio.Future[object] | None = None

@@ -21,7 +21,7 @@ from jobql.http.sse import (
     parse_last_event_id,
     single_result,
 )
-from jobql.http.subscriptions import Framing, pump
+from jobql.http.subscriptions import Framing, Streamed, pump
 from jobql.providers.sse import SSEDecoder
 
 
@@ -184,6 +184,7 @@ async def _run(
             framing,
             context,
             revoked,
+            [(b"content-type", framing.content_type.encode())],
             keepalive_seconds=0.02,
         )
     )
@@ -246,3 +247,15 @@ async def test_a_cancelled_stream_ends_with_a_retryable_error_naming_the_last_se
     assert complete == b""
     assert client.messages[-1]["more_body"] is False
     assert source.closed.is_set()
+
+
+async def test_a_streamed_response_sends_headers_set_on_it_before_it_starts() -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def run(headers: list[tuple[bytes, bytes]], receive: Any, send: Any) -> None:
+        seen.append(list(headers))
+
+    response = Streamed(run, {"content-type": "text/event-stream"})
+    response.headers["X-Accel-Buffering"] = "no"
+    await response({"type": "http"}, _Client().receive, _Client().send)
+    assert seen == [[(b"content-type", b"text/event-stream"), (b"x-accel-buffering", b"no")]]
