@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -167,6 +168,9 @@ def serve_command(settings: Settings, host: str | None, port: int | None, worker
         port=settings.port,
         log_config=None,
         ws_max_size=settings.ws_max_message_bytes,
+        # Open HTTP streams (SSE, multipart) would hold the shutdown until their clients
+        # leave: past the grace they end with a resumable SERVICE_UNAVAILABLE instead.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
     return 0
 
@@ -213,6 +217,7 @@ def serve_processes(settings: Settings, workers: int) -> int:
         workers=workers,
         log_config=None,
         ws_max_size=settings.ws_max_message_bytes,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
     return 0
 

@@ -18,6 +18,8 @@ ALLOW_HEADERS = (
     "Accept",
     "Idempotency-Key",
     "X-Request-ID",
+    # graphql-sse resends it on reconnect to resume a stream after that event.
+    "Last-Event-ID",
     "apollo-require-preflight",
     "x-apollo-operation-name",
     "apollographql-client-name",

@@ -66,6 +66,20 @@ async def test_preflight_from_an_allowed_origin(server: Server) -> None:
             assert "origin" in listed(response, "vary")
 
 
+async def test_a_reconnecting_sse_client_may_send_last_event_id(server: Server) -> None:
+    """graphql-sse resends Last-Event-ID (with its Authorization) to resume a stream: a
+    cross-origin app's preflight for it passes."""
+    headers = {
+        "Origin": VITE,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,last-event-id",
+    }
+    async with httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.options("/v1/graphql", headers=headers)
+    assert response.status_code == 200, response.text
+    assert "last-event-id" in listed(response, "access-control-allow-headers")
+
+
 async def test_preflight_from_another_origin_is_refused(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.http_url) as client:
         response = await client.options("/v1/graphql", headers=preflight(OTHER))
