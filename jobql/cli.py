@@ -1,4 +1,5 @@
-"""The `jobql` command: serve | worker | migrate | keys … | usage | schema print|possible-types."""
+"""The `jobql` command: serve | worker | migrate | keys … | usage | prune | schema
+print|possible-types."""
 
 from __future__ import annotations
 
@@ -86,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     usage.add_argument("--json", action="store_true", help="JSON shaped like the v2 answer")
 
+    prune = sub.add_parser(
+        "prune",
+        help="compact the event logs and delete the finished jobs past their retention "
+        "windows now (workers also do it every JOBQL_PRUNE_EVERY_SECONDS)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only count what would be removed")
+
     schema = sub.add_parser("schema", help="print what client tooling needs").add_subparsers(
         dest="schema_command", required=True
     )
@@ -131,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(migrate_command(settings))
     if args.command == "usage":
         return asyncio.run(usage_command(settings, args))
+    if args.command == "prune":
+        return asyncio.run(prune_command(settings, dry_run=args.dry_run))
     return asyncio.run(keys_command(settings, args))
 
 
@@ -312,6 +322,41 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
         if bus is not None:
             await bus.disconnect()
         await engine.dispose()
+    return 0
+
+
+async def prune_command(settings: Settings, *, dry_run: bool) -> int:
+    """Prune everything past its window now (in batches, as workers do), or with
+    ``dry_run`` count it; print the counts either way."""
+    from jobql.models.base import utcnow
+    from jobql.repositories.database import (
+        create_engine,
+        create_read_session_factory,
+        create_session_factory,
+    )
+    from jobql.repositories.jobs import SqlJobStore
+    from jobql.repositories.migrate import upgrade
+    from jobql.services.retention import RetentionPolicy, prune_pass
+
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.migrate_on_start:
+            await upgrade(engine)
+        store = SqlJobStore(create_session_factory(engine), create_read_session_factory(engine))
+        policy = RetentionPolicy.from_settings(settings)
+        now = utcnow()
+        if dry_run:
+            counts = await store.prune_preview(policy, now)
+        else:
+            counts = await prune_pass(store, policy, now, batch_size=settings.prune_batch_size)
+            await store.reclaim_space()
+    finally:
+        await engine.dispose()
+    verb = "would remove" if dry_run else "removed"
+    print(
+        f"{verb}: jobs compacted {counts.jobs_compacted}, events deleted "
+        f"{counts.events_deleted}, jobs deleted {counts.jobs_deleted}"
+    )
     return 0
 
 

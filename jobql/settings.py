@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobql.origins import normalize_origins
+from jobql.tasks.contracts import Tier
 
 DEMO_TASKS_FILE = Path(__file__).parent / "tasks" / "demo.toml"
 
@@ -26,6 +27,13 @@ class TierLimits(BaseModel):
     # 4429 / the subscription is refused with an error.
     max_ws_connections: int = Field(default=10, ge=1)
     max_ws_subscriptions: int = Field(default=100, ge=1)
+
+
+class RetentionOverride(BaseModel):
+    """One task tier's retention windows; a field left out takes the global default."""
+
+    event_log_seconds: int | None = Field(default=None, ge=1)
+    job_seconds: int | None = Field(default=None, ge=1)
 
 
 class ProviderSettings(BaseModel):
@@ -146,6 +154,21 @@ class Settings(BaseSettings):
     # How long an idempotency key is remembered.
     idempotency_window_seconds: int = Field(default=24 * 3600, ge=1)
 
+    # Finished jobs (docs/jobs.md, "Retention"): their full event log is kept this long
+    # (replay and resume by `after` work for that long), then compacted to the terminal event
+    # and one OutputDelta holding the whole output; the job itself is deleted after
+    # job_retention_seconds. Usage is never deleted. Per task tier (simple, generative,
+    # agent): JOBQL_RETENTION='{"agent": {"event_log_seconds": 86400, "job_seconds": 604800}}'.
+    event_log_retention_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    job_retention_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+    retention: dict[str, RetentionOverride] = Field(default_factory=dict)
+    # Workers prune every prune_every_seconds (0: never; `jobql prune` still works), in
+    # batches of prune_batch_size jobs (each its own short transaction), at most
+    # prune_max_batches per pass.
+    prune_every_seconds: float = Field(default=60.0, ge=0)
+    prune_batch_size: int = Field(default=500, ge=1, le=5000)
+    prune_max_batches: int = Field(default=20, ge=1)
+
     # Logs: one JSON object per line (or "text"); prompts and outputs are never logged
     # unless log_content is set.
     log_level: str = "INFO"
@@ -248,6 +271,26 @@ class Settings(BaseSettings):
                 'JOBQL_CORS_ALLOW_CREDENTIALS needs the origins listed one by one, not "*" '
                 "(a credentialed request from any site would be let through)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        tiers = {tier.value for tier in Tier}
+        if unknown := sorted(set(self.retention) - tiers):
+            raise ValueError(
+                f"JOBQL_RETENTION: unknown task tier {', '.join(map(repr, unknown))} "
+                f"(choose from {', '.join(sorted(tiers))})"
+            )
+        for tier in [None, *sorted(self.retention)]:
+            override = self.retention[tier] if tier is not None else RetentionOverride()
+            log_seconds = override.event_log_seconds or self.event_log_retention_seconds
+            job_seconds = override.job_seconds or self.job_retention_seconds
+            if job_seconds < log_seconds:
+                where = f"JOBQL_RETENTION[{tier!r}]" if tier else "JOBQL_JOB_RETENTION_SECONDS"
+                raise ValueError(
+                    f"{where}: jobs must be kept at least as long as their event log "
+                    f"({job_seconds} s < {log_seconds} s)"
+                )
         return self
 
     @property

@@ -51,6 +51,20 @@ class Job(Base):
             postgresql_where=text("status IN ('QUEUED', 'RUNNING')"),
             sqlite_where=text("status IN ('QUEUED', 'RUNNING')"),
         ),
+        # Finished jobs by age, for pruning (services/retention.py): those whose log is
+        # still whole, and all of them.
+        Index(
+            "ix_jobs_uncompacted_finished_at",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL AND log_compacted_at IS NULL"),
+            sqlite_where=text("finished_at IS NOT NULL AND log_compacted_at IS NULL"),
+        ),
+        Index(
+            "ix_jobs_finished_at",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+            sqlite_where=text("finished_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -101,6 +115,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     deadline_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the finished job's log was compacted to its terminal event (and one OutputDelta
+    # with the whole output); None while the log is whole.
+    log_compacted_at: Mapped[datetime | None] = mapped_column(default=None)
 
     @property
     def job_status(self) -> JobStatus:

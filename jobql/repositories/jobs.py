@@ -30,6 +30,7 @@ from jobql.events.types import EventType, StoredEvent
 from jobql.models import Job, JobEvent
 from jobql.models.base import utcnow
 from jobql.models.jobs import is_job_id
+from jobql.repositories import retention
 from jobql.repositories.principals import PrincipalRepository
 from jobql.repositories.store import (
     CallerLoad,
@@ -41,6 +42,7 @@ from jobql.repositories.store import (
     Rescued,
 )
 from jobql.repositories.usage import JobContract, UsageRepository
+from jobql.services.retention import PruneCounts, RetentionPolicy
 from jobql.states import (
     CancelAction,
     Finish,
@@ -366,6 +368,21 @@ class SqlJobStore:
         )
         async with self.sessions() as session, session.begin():
             return len(list(await session.scalars(stmt)))
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def prune(
+        self, policy: RetentionPolicy, now: datetime, *, limit: int = 500
+    ) -> PruneCounts:
+        scopes = policy.scopes(now)
+        deleted = await retention.delete_expired(self.sessions, scopes, limit)
+        return deleted + await retention.compact_logs(self.sessions, scopes, now, limit)
+
+    async def prune_preview(self, policy: RetentionPolicy, now: datetime) -> PruneCounts:
+        return await retention.preview(self.reads, policy, now)
+
+    async def reclaim_space(self) -> None:
+        await retention.reclaim_space(self.engine)
 
     # -- the queue -----------------------------------------------------------------------
 

@@ -28,8 +28,10 @@ from jobql.repositories.store import (
     PageCursor,
     Rescued,
 )
+from jobql.services.retention import PruneCounts, RetentionPolicy
 from jobql.states import (
     ACTIVE,
+    TERMINAL,
     CancelAction,
     Finish,
     Guard,
@@ -258,6 +260,65 @@ class MemoryJobStore:
                 job.idempotency_key = None
                 purged += 1
         return purged
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def prune(
+        self, policy: RetentionPolicy, now: datetime, *, limit: int = 500
+    ) -> PruneCounts:
+        counts = PruneCounts()
+        for job in self._expiring(policy, now, log=False)[:limit]:
+            counts += PruneCounts(events_deleted=len(self._events.pop(job.id)), jobs_deleted=1)
+            del self._jobs[job.id]
+        for job in self._expiring(policy, now, log=True)[:limit]:
+            compacted = self._compacted(job)
+            counts += PruneCounts(
+                jobs_compacted=1, events_deleted=len(self._events[job.id]) - len(compacted)
+            )
+            self._events[job.id] = compacted
+            job.log_compacted_at = now
+        return counts
+
+    async def prune_preview(self, policy: RetentionPolicy, now: datetime) -> PruneCounts:
+        counts = PruneCounts()
+        for job in self._expiring(policy, now, log=False):
+            counts += PruneCounts(events_deleted=len(self._events[job.id]), jobs_deleted=1)
+        for job in self._expiring(policy, now, log=True):
+            removed = len(self._events[job.id]) - len(self._compacted(job))
+            counts += PruneCounts(jobs_compacted=1, events_deleted=removed)
+        return counts
+
+    async def reclaim_space(self) -> None:
+        return None
+
+    def _expiring(self, policy: RetentionPolicy, now: datetime, *, log: bool) -> list[Job]:
+        """Finished jobs past their job window, or (``log``) past their log window with
+        the log still whole and the job not past its job window; oldest first."""
+        due = []
+        for job in self._jobs.values():
+            if job.status not in TERMINAL or job.finished_at is None:
+                continue
+            expires = policy.expires_at(job.tier, job.finished_at)
+            assert expires is not None
+            if not log:
+                if expires < now:
+                    due.append(job)
+                continue
+            log_expires = policy.log_expires_at(job.tier, job.finished_at)
+            assert log_expires is not None
+            if job.log_compacted_at is None and log_expires < now and not expires < now:
+                due.append(job)
+        return sorted(due, key=lambda j: j.finished_at or now)
+
+    def _compacted(self, job: Job) -> list[StoredEvent]:
+        terminal = self._events[job.id][-1]
+        if not job.output:
+            return [terminal]
+        assert job.finished_at is not None
+        delta = StoredEvent(
+            job.id, job.last_seq - 1, EventType.OUTPUT_DELTA, {"text": job.output}, job.finished_at
+        )
+        return [delta, terminal]
 
     # -- the queue -----------------------------------------------------------------------
 

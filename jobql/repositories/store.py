@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from jobql.events.types import EventType, StoredEvent
 from jobql.models import Job
+from jobql.services.retention import PruneCounts, RetentionPolicy
 from jobql.states import CancelAction, Finish, Guard, JobStatus, Usage
 
 
@@ -190,4 +191,25 @@ class JobStore(Protocol):
     async def finish(self, job_id: str, finish: Finish, guard: Guard) -> StoredEvent | None:
         """Apply a terminal transition, append its event and add its usage to the
         caller's day, if the job still matches ``guard``."""
+        ...
+
+    # -- retention (services/retention.py) ------------------------------------------------
+
+    async def prune(
+        self, policy: RetentionPolicy, now: datetime, *, limit: int = 500
+    ) -> PruneCounts:
+        """One batch as of ``now``: delete up to ``limit`` finished jobs past their job
+        window (with their events), then compact the logs of up to ``limit`` past their log
+        window to the terminal event (its seq unchanged) and, for a job with output, one
+        OutputDelta holding all of it at the seq before. Each step is its own short
+        transaction; concurrent calls take disjoint jobs, so each job is compacted or
+        deleted once. Queued and running jobs and usage are never touched."""
+        ...
+
+    async def prune_preview(self, policy: RetentionPolicy, now: datetime) -> PruneCounts:
+        """Everything prune batches as of ``now`` would remove, changing nothing."""
+        ...
+
+    async def reclaim_space(self) -> None:
+        """Hand space freed by pruning back where the database allows it cheaply."""
         ...

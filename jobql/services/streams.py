@@ -60,6 +60,10 @@ class StreamService:
         cursor = min(max(after or 0, 0), job.last_seq)
         if job.is_terminal and cursor >= job.last_seq:
             return _empty()
+        if job.is_terminal:
+            # A finished job's log changes only by compaction, which leaves a gap before
+            # the terminal event: read it to the end rather than wait for what follows a gap.
+            return self._tracked(self._replay(job_id, cursor), cursor)
         return self._tracked(
             follow_job(
                 self.bus,
@@ -71,6 +75,18 @@ class StreamService:
             ),
             cursor,
         )
+
+    async def _replay(self, job_id: str, after: int) -> AsyncGenerator[StreamItem, None]:
+        """A finished job's stored events after ``after``, to its terminal event (the
+        compacted form's remainder if its log was compacted meanwhile; nothing more if the
+        job was deleted meanwhile)."""
+        last = after
+        while events := await self.store.events_after(job_id, last):
+            for event in events:
+                last = event.seq
+                yield event
+                if event.is_terminal:
+                    return
 
     def _unavailable(self, exc: BaseException, last_seq: int) -> ServiceUnavailable | None:
         answer = unavailable(exc, last_seq=last_seq)

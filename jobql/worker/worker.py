@@ -13,7 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from jobql.events.bus import EventBus
 from jobql.events.channels import CONTROL, WAKEUP
@@ -25,6 +25,7 @@ from jobql.observability.metrics import Metrics
 from jobql.outages import is_outage
 from jobql.providers.registry import ProviderRegistry
 from jobql.repositories.store import JobStore
+from jobql.services.retention import PruneCounts, RetentionPolicy, prune_pass
 from jobql.settings import Settings
 from jobql.states import Usage
 from jobql.tasks import TaskRegistry
@@ -67,6 +68,7 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = timedelta(seconds=settings.lease_seconds)
+        self.retention = RetentionPolicy.from_settings(settings)
         # A runner stops retrying an unreachable database this long before its lease runs
         # out, leaving time to hand the job back before another worker rescues it.
         self.lease_margin = min(settings.lease_renew_seconds, settings.lease_seconds / 4)
@@ -95,6 +97,8 @@ class Worker:
             self._supervise(lambda: self._listen(WAKEUP), "jobql-worker-wakeup"),
             self._supervise(self._claim_loop, "jobql-worker-claim"),
         ]
+        if self.settings.prune_every_seconds > 0:
+            self._claiming.append(self._supervise(self._prune_loop, "jobql-worker-prune"))
         self._keeping = [
             self._supervise(lambda: self._listen(CONTROL), "jobql-worker-control"),
             self._supervise(self._lease_loop, "jobql-worker-leases"),
@@ -352,6 +356,40 @@ class Worker:
         """Forget idempotency keys older than the window (submit also checks lazily)."""
         cutoff = utcnow() - timedelta(seconds=self.settings.idempotency_window_seconds)
         await self.store.purge_idempotency_keys(cutoff)
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def _prune_loop(self) -> None:
+        """Every prune_every_seconds, compact the logs and delete the finished jobs past
+        their windows (bounded work per pass; other workers' passes take other jobs)."""
+        every = self.settings.prune_every_seconds
+        failures = Backoff(first=0.5, cap=max(every, OUTAGE_RETRY_CAP_SECONDS))
+        wait = every
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.database_outage.failed("pruning finished jobs", exc)
+                wait = failures.delay()
+                continue
+            failures.reset()
+            wait = every
+
+    async def prune(self, now: datetime | None = None) -> PruneCounts:
+        """One prune pass as of ``now`` (default: the current time)."""
+        counts = await prune_pass(
+            self.store,
+            self.retention,
+            now,
+            batch_size=self.settings.prune_batch_size,
+            max_batches=self.settings.prune_max_batches,
+        )
+        if counts.jobs_deleted or counts.events_deleted:
+            await self.store.reclaim_space()
+        return counts
 
     async def renew_leases(self) -> None:
         held = list(self.runners)
