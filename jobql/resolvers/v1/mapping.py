@@ -209,6 +209,7 @@ def job(row: Job) -> V1Job:
         # A queued job is cancelled at once, without a request for a worker to act on.
         cancel_requested=row.cancel_requested_at is not None
         or row.status == JobStatus.CANCELLED.value,
+        log_compacted=row.log_compacted_at is not None,
     )
 
 

@@ -9,6 +9,13 @@ from strawberry.scalars import JSON
 
 from jobql.resolvers.events_url import DESCRIPTION as EVENTS_URL_DESCRIPTION
 from jobql.resolvers.events_url import events_url_field
+from jobql.resolvers.retention import (
+    EXPIRES_AT,
+    LOG_COMPACTED,
+    LOG_EXPIRES_AT,
+    expires_at_field,
+    log_expires_at_field,
+)
 from jobql.schema.v1.enums import V1JobStatus, V1Tier
 from jobql.schema.v1.errors import V1Error
 
@@ -82,6 +89,13 @@ class V1Job:
     )
     events_url: str | None = strawberry.field(
         resolver=events_url_field("v1"), description=EVENTS_URL_DESCRIPTION
+    )
+    log_compacted: bool = strawberry.field(description=LOG_COMPACTED)
+    log_expires_at: datetime | None = strawberry.field(
+        resolver=log_expires_at_field(), description=LOG_EXPIRES_AT
+    )
+    expires_at: datetime | None = strawberry.field(
+        resolver=expires_at_field(), description=EXPIRES_AT
     )
 
 
