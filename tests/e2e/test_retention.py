@@ -18,6 +18,7 @@ from jobql.worker import Worker
 from tests.api import TERMINAL, Api, Server, serve, stored, text_of
 from tests.e2e.test_usage_report import usage as v2_usage
 from tests.e2e.v2.conftest import v2_client
+from tests.faults.servers import wait_until
 
 LOG_SECONDS = 60
 JOB_SECONDS = 600
@@ -262,4 +263,29 @@ async def test_jobql_prune_dry_run_changes_nothing_and_counts_what_a_run_removes
         still = await retention_of(api, hanging["id"])
         assert (still["status"], still["logCompacted"]) == ("RUNNING", False)
         assert await server.runtime.store.events_after(hanging["id"], 0) == hanging_log
+        await api.aclose()
+
+
+async def test_the_worker_prunes_on_its_own_schedule(settings: Settings) -> None:
+    scheduled = settings.model_copy(
+        update={
+            "event_log_retention_seconds": 1,
+            "job_retention_seconds": 3600,
+            "prune_every_seconds": 0.1,
+        }
+    )
+    async with serve(scheduled) as server:
+        api = await server.client("erin")
+        job = await api.submit_ok("echo", {"topic": "scheduled"})
+        live = stored(await api.events(job["id"]))
+        assert (await retention_of(api, job["id"]))["logCompacted"] is False
+
+        async def compacted() -> bool:
+            return bool((await retention_of(api, job["id"]))["logCompacted"])
+
+        await wait_until(compacted, "the worker to compact the log", timeout=10)
+
+        replay = stored(await api.events(job["id"]))
+        assert [e["seq"] for e in replay] == [live[-1]["seq"] - 1, live[-1]["seq"]]
+        assert text_of(replay) == text_of(live)
         await api.aclose()
