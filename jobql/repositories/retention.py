@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from jobql.events.types import EventType
@@ -162,8 +162,13 @@ async def reclaim_space(engine: AsyncEngine) -> None:
     on new databases; a no-op otherwise). PostgreSQL: autovacuum reuses the space."""
     if engine.dialect.name != "sqlite":
         return
-    async with engine.begin() as conn:
-        await conn.execute(text(f"PRAGMA incremental_vacuum({SQLITE_VACUUM_PAGES})"))
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        # The pragma frees one page per step, and a statement executed through the driver
+        # is stepped once; a script runs it to the end (in its own implicit transaction).
+        await raw.driver_connection.executescript(  # type: ignore[union-attr]
+            f"PRAGMA incremental_vacuum({SQLITE_VACUUM_PAGES});"
+        )
 
 
 def _rowcount(result: Any) -> int:

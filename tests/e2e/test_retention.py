@@ -16,6 +16,8 @@ from jobql.services.retention import PruneCounts
 from jobql.settings import Settings
 from jobql.worker import Worker
 from tests.api import TERMINAL, Api, Server, serve, stored, text_of
+from tests.backends import Databases
+from tests.conftest import fast_settings
 from tests.e2e.test_usage_report import usage as v2_usage
 from tests.e2e.v2.conftest import v2_client
 from tests.faults.servers import wait_until
@@ -288,4 +290,32 @@ async def test_the_worker_prunes_on_its_own_schedule(settings: Settings) -> None
         replay = stored(await api.events(job["id"]))
         assert [e["seq"] for e in replay] == [live[-1]["seq"] - 1, live[-1]["seq"]]
         assert text_of(replay) == text_of(live)
+        await api.aclose()
+
+
+async def sqlite_pages(server: Server) -> dict[str, int]:
+    async with server.runtime.engine.connect() as conn:
+        return {
+            name: int((await conn.exec_driver_sql(f"PRAGMA {name}")).scalar_one())
+            for name in ("auto_vacuum", "page_count", "freelist_count")
+        }
+
+
+async def test_a_new_sqlite_database_hands_pruned_pages_back(databases: Databases) -> None:
+    url = databases.sqlite()
+    plain = fast_settings(url, "memory://", prune_every_seconds=0)
+    async with serve(retention_settings(plain)) as server:
+        api = await server.client("frank")
+        jobs = [await api.submit_ok("slow", {"topic": f"pages {n}"}) for n in range(8)]
+        finished = [await api.wait_finished(job["id"]) for job in jobs]
+        grown = await sqlite_pages(server)
+        assert grown["auto_vacuum"] == 2  # INCREMENTAL
+
+        last = max(at(job["finishedAt"]) for job in finished)
+        counts = await worker_of(server).prune(last + timedelta(seconds=JOB_SECONDS + 1))
+
+        assert counts.jobs_deleted == len(jobs)
+        shrunk = await sqlite_pages(server)
+        assert shrunk["page_count"] < grown["page_count"]
+        assert shrunk["freelist_count"] == 0  # every freed page went back
         await api.aclose()
