@@ -15,7 +15,9 @@ back, and what a prune pass over many finished jobs costs the submits running be
    submits (--rate a second, each its own request on a pool of keep-alive connections):
    first --submits of them with nothing else running (the baseline), then as many as fit
    while `jobql prune` runs as its own process with windows of 7 days (event logs) and 30
-   days (jobs), so about half the jobs are deleted and most of the rest compacted. Ratios
+   days (jobs), so about half the jobs are deleted and most of the rest compacted. Then the
+   same on another fresh database, pruned by the server's own worker loop instead (restarted
+   with the windows and JOBQL_PRUNE_EVERY_SECONDS=1; its baseline follows the pass). Ratios
    are against the baseline of the same run.
 
 Run: .venv/bin/python bench/bench_retention.py [--quick] [--backends sqlite,postgres] [--write]
@@ -443,6 +445,7 @@ async def paced_submits(
 class PassResult:
     backend: str
     history: int
+    how: str
     history_events: int = 0
     insert_seconds: float = 0.0
     before: tuple[int, int] = (0, 0)
@@ -457,12 +460,21 @@ class PassResult:
         return self.during.summary(*self.prune_window)
 
 
+LOOP_EVERY_SECONDS = 1
+HOW = {"cli": "`jobql prune`", "loop": "worker loop"}
+
+
 async def pass_bench(
-    name: str, workdir: Path, history: int, submits: int, rate: float
+    name: str, workdir: Path, history: int, submits: int, rate: float, how: str
 ) -> PassResult:
+    """``how``: "cli" runs `jobql prune` beside the server; "loop" restarts the server with
+    the windows and JOBQL_PRUNE_EVERY_SECONDS=1, so its own worker loop prunes."""
     async with backend(name, workdir) as db:
-        result = PassResult(db.name, history)
-        async with serving(db) as server:
+        result = PassResult(db.name, history, how)
+        env = db.env(**KEEP_ALL)
+        key = await asyncio.to_thread(create_api_key, db.workdir, env)
+        await asyncio.to_thread(lift_key_limits, db.workdir, env, key)
+        async with serving_jobql(db.workdir, env, key, name=f"jobql-{name}") as server:
             await run_jobs(server, "retention_history", 1)
             result.history_events, result.insert_seconds = await add_history(db.url, history)
             log(
@@ -473,26 +485,83 @@ async def pass_bench(
                 # As autovacuum would on a live database: tables this new have no statistics.
                 await asyncio.to_thread(psql, "ANALYZE", db.pg_database, PRUNE_TIMEOUT)
             result.before = await history_counts(db.url)
-            await paced_submits(server, rate, result.baseline, count=submits, stop=asyncio.Event())
             if reason := await asyncio.to_thread(prune_available, db):
                 result.skipped = reason
                 return result
-            stop = asyncio.Event()
-            load = asyncio.create_task(
-                paced_submits(server, rate, result.during, count=None, stop=stop)
-            )
-            try:
-                await asyncio.sleep(1.0)  # the submits are in their stride before the pass
+            if how == "cli":
+                await paced_submits(
+                    server, rate, result.baseline, count=submits, stop=asyncio.Event()
+                )
+                stop = asyncio.Event()
+                load = asyncio.create_task(
+                    paced_submits(server, rate, result.during, count=None, stop=stop)
+                )
+                try:
+                    await asyncio.sleep(1.0)  # the submits are in their stride before the pass
+                    began = time.perf_counter()
+                    result.prune = await run_prune(db, PASS_WINDOWS)
+                    result.prune_window = (began, time.perf_counter())
+                    await asyncio.sleep(1.0)
+                finally:
+                    stop.set()
+                    await load
+        if how == "loop":
+            loop_env = db.env(**PASS_WINDOWS, JOBQL_PRUNE_EVERY_SECONDS=str(LOOP_EVERY_SECONDS))
+            async with serving_jobql(
+                db.workdir, loop_env, key, name=f"jobql-{name}-loop"
+            ) as server:
+                stop = asyncio.Event()
                 began = time.perf_counter()
-                result.prune = await run_prune(db, PASS_WINDOWS)
-                result.prune_window = (began, time.perf_counter())
-                await asyncio.sleep(1.0)
-            finally:
-                stop.set()
-                await load
-            log(f"{db.name}: prune pass took {result.prune.seconds:.1f}s: {result.prune.output!r}")
+                load = asyncio.create_task(
+                    paced_submits(server, rate, result.during, count=None, stop=stop)
+                )
+                try:
+                    await wait_pruned(db)
+                    result.prune_window = (began, time.perf_counter())
+                    await asyncio.sleep(1.0)
+                finally:
+                    stop.set()
+                    await load
+                # The baseline on the same server, once its loop has nothing left to do.
+                await paced_submits(
+                    server, rate, result.baseline, count=submits, stop=asyncio.Event()
+                )
         result.after = await history_counts(db.url)
+        seconds = result.prune_window[1] - result.prune_window[0]
+        log(f"{db.name} ({how}): the pass took {seconds:.1f}s, {result.before} -> {result.after}")
     return result
+
+
+async def wait_pruned(db: Backend) -> None:
+    """Until no history job is past its job window, or past its log window and not compacted
+    (read-only queries, polled every 0.2 s)."""
+    from sqlalchemy import func, or_, select
+
+    from jobql.models import Job
+    from jobql.repositories.database import READ_ONLY
+
+    jobs = Job.__table__
+    deadline = time.monotonic() + PRUNE_TIMEOUT
+    async with engine_for(db.url) as engine:
+        reader = engine.execution_options(**{READ_ONLY: True})
+        while time.monotonic() < deadline:
+            now = datetime.now(UTC)
+            due = select(func.count()).where(
+                jobs.c.task == "retention_history",
+                or_(
+                    jobs.c.finished_at < now - timedelta(seconds=int(PASS_WINDOWS[JOB_SETTING])),
+                    (
+                        jobs.c.finished_at
+                        < now - timedelta(seconds=int(PASS_WINDOWS[EVENT_LOG_SETTING]))
+                    )
+                    & jobs.c.log_compacted_at.is_(None),
+                ),
+            )
+            async with reader.connect() as conn:
+                if (await conn.execute(due)).scalar_one() == 0:
+                    return
+            await asyncio.sleep(0.2)
+    raise BenchError(f"the worker's loop had not pruned everything after {PRUNE_TIMEOUT:.0f}s")
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -569,23 +638,26 @@ def pass_tables(results: list[PassResult], rate: float) -> list[str]:
         during = r.during_summary()
         removed_jobs, removed_events = r.before[0] - r.after[0], r.before[1] - r.after[1]
         counts = r.prune.counts if r.prune else {}
+        done = not r.skipped
+        how = HOW[r.how]
         passes.append(
             [
                 r.backend,
+                how,
                 f"{r.before[0]:,} / {r.before[1]:,}",
                 f"{r.insert_seconds:.1f}",
-                f"{r.prune.seconds:.1f}" if r.prune else "-",
+                f"{r.prune_window[1] - r.prune_window[0]:.1f}" if done else "-",
                 *(
                     f"{counts[k]:,}" if k in counts else "-"
                     for k in ("jobs compacted", "events deleted", "jobs deleted")
                 ),
-                f"{removed_jobs:,} / {removed_events:,}" if r.prune else "-",
-                f"{r.after[0]:,} / {r.after[1]:,}" if r.prune else "-",
+                f"{removed_jobs:,} / {removed_events:,}" if done else "-",
+                f"{r.after[0]:,} / {r.after[1]:,}" if done else "-",
             ]
         )
         for label, summary, submits in (
-            ("baseline: no prune", base, r.baseline),
-            ("while `jobql prune` runs", during, r.during),
+            (f"{how}: baseline, no prune running", base, r.baseline),
+            (f"{how}: while it prunes", during, r.during),
         ):
             if summary is None:
                 continue
@@ -607,9 +679,10 @@ def pass_tables(results: list[PassResult], rate: float) -> list[str]:
         md_table(
             [
                 "backend",
+                "pruned by",
                 "jobs / events before",
                 "insert s",
-                "prune s",
+                "pass s",
                 "jobs compacted",
                 "events deleted",
                 "jobs deleted",
@@ -672,12 +745,18 @@ def report(
     lines += [
         f"**A prune pass over {args.history:,} finished jobs.** One real `retention_history` "
         "job (10 tokens at 50 tokens/s) is copied with its events straight into the schema, "
-        f"finished 1 to {HISTORY_DAYS} days ago; a `jobql serve` that keeps them all takes "
-        f"{args.submits} paced submits (the baseline), then the same pace while `jobql prune` "
-        f"runs as its own process with `{EVENT_LOG_SETTING}={PASS_WINDOWS[EVENT_LOG_SETTING]}` "
-        f"and `{JOB_SETTING}={PASS_WINDOWS[JOB_SETTING]}` (7 and 30 days). *While*: the "
-        "submits sent between its start and its exit. Counts are what `jobql prune` printed; "
-        "*removed (counted)* is the row counts before minus after.",
+        f"finished 1 to {HISTORY_DAYS} days ago, on a fresh database for each row; the "
+        f"windows are `{EVENT_LOG_SETTING}={PASS_WINDOWS[EVENT_LOG_SETTING]}` and "
+        f"`{JOB_SETTING}={PASS_WINDOWS[JOB_SETTING]}` (7 and 30 days). *`jobql prune`*: a "
+        f"`jobql serve` that keeps every job takes {args.submits} paced submits (the "
+        "baseline), then the same pace while `jobql prune` runs as its own process; *pass s* "
+        "is from its start to its exit. *Worker loop*: the server is restarted with the "
+        f"windows and `JOBQL_PRUNE_EVERY_SECONDS={LOOP_EVERY_SECONDS}` (the default batches: "
+        "up to 20 of 500 jobs a pass), takes submits at the same pace from the moment it "
+        "answers until no job is left past a window (*pass s*, read-only polls every 0.2 s), "
+        f"then {args.submits} more as the baseline. *While*: the submits sent in the pass. "
+        "Counts are what `jobql prune` printed; *removed (counted)* is the history's row "
+        "counts before minus after.",
         "",
     ]
     if passes:
@@ -710,11 +789,11 @@ async def run(args: argparse.Namespace) -> tuple[list[StorageResult], list[PassR
         for name in args.backends:
             storage.append(await storage_bench(name, Path(tmp) / f"storage-{name}", args.jobs))
         for name in args.backends:
-            passes.append(
-                await pass_bench(
-                    name, Path(tmp) / f"pass-{name}", args.history, args.submits, args.rate
+            for how in ("cli", "loop"):
+                workdir = Path(tmp) / f"pass-{name}-{how}"
+                passes.append(
+                    await pass_bench(name, workdir, args.history, args.submits, args.rate, how)
                 )
-            )
     return storage, passes
 
 
