@@ -57,7 +57,9 @@ OPERATIONS = {
 }
 MASKED = "Internal error; quote the request id when reporting it."
 # Execution errors (with a `path`) the resolvers raise on purpose; any other is a bug.
-DELIBERATE_CODES = {"BAD_USER_INPUT"}
+# Field errors raised on purpose: a bad argument, and a job's eventsUrl on a server that
+# issues no stream tickets (the field is null and the error says which setting is missing).
+DELIBERATE_CODES = {"BAD_USER_INPUT", "STREAM_TICKETS_UNAVAILABLE"}
 # Extensions besides `code` that the limits' errors carry: the numbers a client acts on.
 LIMIT_EXTENSIONS = {
     "QUERY_TOO_COSTLY": {"cost", "maxCost"},
