@@ -348,7 +348,13 @@ async def prune_command(settings: Settings, *, dry_run: bool) -> int:
         if dry_run:
             counts = await store.prune_preview(policy, now)
         else:
-            counts = await prune_pass(store, policy, now, batch_size=settings.prune_batch_size)
+            counts = await prune_pass(
+                store,
+                policy,
+                now,
+                batch_size=settings.prune_batch_size,
+                pause_seconds=settings.prune_pause_seconds,
+            )
             await store.reclaim_space()
     finally:
         await engine.dispose()

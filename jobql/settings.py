@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     prune_every_seconds: float = Field(default=60.0, ge=0)
     prune_batch_size: int = Field(default=500, ge=1, le=5000)
     prune_max_batches: int = Field(default=20, ge=1)
+    # A pause between two batches, so that writers waiting for SQLite's one write lock (and
+    # PostgreSQL's row locks) get in between them.
+    prune_pause_seconds: float = Field(default=0.2, ge=0)
 
     # Logs: one JSON object per line (or "text"); prompts and outputs are never logged
     # unless log_content is set.

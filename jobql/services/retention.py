@@ -6,6 +6,7 @@ Usage is never pruned: it lives in its own table (models/usage.py), added to as 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -129,13 +130,18 @@ async def prune_pass(
     *,
     batch_size: int = 500,
     max_batches: int | None = None,
+    pause_seconds: float = 0.0,
 ) -> PruneCounts:
     """Batches of ``store.prune`` (each its own short transaction) until one finds less
-    than a full batch of work, or ``max_batches`` ran (the rest waits for the next pass)."""
+    than a full batch of work, or ``max_batches`` ran (the rest waits for the next pass).
+    ``pause_seconds`` between batches lets other writers in: SQLite has one write lock, and
+    a writer waiting for it polls, so batches back to back would starve submits."""
     at = now or utcnow()
     total = PruneCounts()
     batches = 0
     while max_batches is None or batches < max_batches:
+        if batches and pause_seconds:
+            await asyncio.sleep(pause_seconds)
         counts = await store.prune(policy, at, limit=batch_size)
         total += counts
         batches += 1

@@ -386,6 +386,7 @@ class Worker:
             now,
             batch_size=self.settings.prune_batch_size,
             max_batches=self.settings.prune_max_batches,
+            pause_seconds=self.settings.prune_pause_seconds,
         )
         if counts.jobs_deleted or counts.events_deleted:
             await self.store.reclaim_space()
