@@ -436,14 +436,20 @@ class JobService:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def get(self, caller: Caller, job_id: str) -> Job | NotFound | ServiceUnavailable:
+    async def get(
+        self, caller: Caller, job_id: str, *, api_version: str | None = None
+    ) -> Job | NotFound | ServiceUnavailable:
+        """The caller's job. With ``api_version``, a job submitted through another version
+        is NotFound (its contract is not that version's), as in ``StreamService.open``."""
         try:
             job = await self.store.get_owned(caller.id, job_id)
         except Exception as exc:
             if (answer := self._unavailable(exc, UnavailableOperation.READ)) is None:
                 raise
             return answer
-        return job if job is not None else NotFound()
+        if job is None or (api_version is not None and job.api_version != api_version):
+            return NotFound()
+        return job
 
     async def list(
         self,

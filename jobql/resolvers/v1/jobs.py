@@ -68,10 +68,7 @@ async def find_job(
 ) -> Job | NotFound | ServiceUnavailable:
     """The caller's v1 job. A job submitted through another API version is NotFound here:
     its contract (output schema, task versions) is not v1's."""
-    found = await ctx.services.jobs.get(caller, job_id)
-    if isinstance(found, Job) and found.api_version != API_VERSION:
-        return NotFound()
-    return found
+    return await ctx.services.jobs.get(caller, job_id, api_version=API_VERSION)
 
 
 async def job(info: CtxInfo, id: strawberry.ID) -> V1JobLookup:

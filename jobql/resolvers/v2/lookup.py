@@ -32,7 +32,4 @@ async def find_job(
     job_id = ids.job_id(global_id)
     if job_id is None:
         return NotFound()
-    found = await ctx.services.jobs.get(caller, job_id)
-    if isinstance(found, Job) and found.api_version != API_VERSION:
-        return NotFound()
-    return found
+    return await ctx.services.jobs.get(caller, job_id, api_version=API_VERSION)
